@@ -1,0 +1,115 @@
+"""The alarm: the wire contract between edge workers and the central aggregator.
+
+Versioned by ``schema`` (``perimeter.alarm/1``); ``zones/alarm.schema.json`` is generated from
+this model and checked by the tests, and ``docs`` in the README describe each field. A change
+that breaks consumers bumps the version. Each alarm is one *episode* (a person inside a fence,
+a crowd above its threshold) with a stable ``id``; its events (``raised`` then ``cleared``)
+share that id and differ in ``state`` and ``event_id``, so delivery at least once is harmless.
+"""
+
+from __future__ import annotations
+
+import uuid
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from zones.geometry import Risk, ZoneKind
+
+SCHEMA = "perimeter.alarm/1"
+_NAMESPACE = uuid.UUID("6f1c2a52-7d0b-4f7e-9b8e-51a3c0d1e2f4")
+
+
+class AlarmKind(StrEnum):
+    INTRUSION = "intrusion"
+    LINE_CROSSING = "line_crossing"
+    DWELL = "dwell"
+    CROWD_DENSITY = "crowd_density"
+
+
+class AlarmState(StrEnum):
+    RAISED = "raised"
+    CLEARED = "cleared"
+
+
+class Severity(StrEnum):
+    CRITICAL = "critical"
+    MAJOR = "major"
+    MINOR = "minor"
+
+
+_SEVERITY = {Risk.HIGH: Severity.CRITICAL, Risk.MEDIUM: Severity.MAJOR, Risk.LOW: Severity.MINOR}
+
+
+def severity_for(risk: Risk) -> Severity:
+    """Severity follows the zone's assessed risk grade (high, medium, low)."""
+    return _SEVERITY[risk]
+
+
+def alarm_id(camera: str, zone: str, kind: AlarmKind, key: str, first_frame: int) -> str:
+    """Deterministic id: a replay of the same footage yields the same ids (diffable output)."""
+    return str(uuid.uuid5(_NAMESPACE, f"{camera}|{zone}|{kind}|{key}|{first_frame}"))
+
+
+class Evidence(BaseModel):
+    """What the rule saw: boxes of the people involved, and the count or density."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    boxes: list[tuple[float, float, float, float]] = Field(
+        default_factory=list, description="x1, y1, x2, y2 in source pixels")
+    scores: list[float] = Field(default_factory=list, description="detector confidence per box")
+    count: int | None = Field(default=None, ge=0, description="people inside the zone")
+    density: float | None = Field(default=None, ge=0, description="people per m^2")
+    area_m2: float | None = Field(default=None, gt=0, description="zone ground area")
+    dwell_s: float | None = Field(default=None, ge=0, description="seconds inside so far")
+    line: str | None = Field(default=None, description="tripwire id for line crossings")
+    reason: str | None = Field(default=None, description="why a cleared event was sent")
+
+
+class Alarm(BaseModel):
+    """One alarm event. See the module docstring for the lifecycle."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_: Literal["perimeter.alarm/1"] = Field(default=SCHEMA, alias="schema")
+    id: str = Field(description="stable id of the alarm episode (uuid)")
+    event_id: str = Field(description="unique id of this event: id plus state")
+    kind: AlarmKind
+    state: AlarmState
+    severity: Severity
+    source: Literal["camera", "radar", "fused"] = "camera"
+    camera: str = Field(min_length=1)
+    zone: str = Field(min_length=1)
+    zone_kind: ZoneKind
+    risk: Risk
+    track_id: int | None = Field(default=None, description="the person, for per-track rules")
+    track_ids: list[int] = Field(default_factory=list, description="everyone involved")
+    frame: int = Field(ge=1, description="1-based index of the frame that emitted this event")
+    time: float = Field(description="frame time of this event, epoch seconds")
+    first_frame: int = Field(ge=1, description="frame where the condition started")
+    first_time: float
+    profile: str = Field(default="default", description="threshold profile in force")
+    evidence: Evidence = Field(default_factory=Evidence)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Alarm:
+        return cls.model_validate_json(text)
+
+    @classmethod
+    def make(cls, *, kind: AlarmKind, state: AlarmState, camera: str, zone: str,
+             zone_kind: ZoneKind, risk: Risk, key: str, first_frame: int, first_time: float,
+             frame: int, time: float, track_id: int | None, track_ids: list[int],
+             profile: str, evidence: Evidence) -> Alarm:
+        """Build an event, deriving ids and severity so rules cannot get them inconsistent."""
+        aid = alarm_id(camera, zone, kind, key, first_frame)
+        return cls(
+            id=aid, event_id=f"{aid}:{state.value}", kind=kind, state=state,
+            severity=severity_for(risk), camera=camera, zone=zone, zone_kind=zone_kind,
+            risk=risk, track_id=track_id, track_ids=track_ids, frame=frame, time=time,
+            first_frame=first_frame, first_time=first_time, profile=profile, evidence=evidence,
+        )

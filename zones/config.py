@@ -1,0 +1,95 @@
+"""Config schema of fences, tripwires, calibration and schedules (pure: no file I/O here).
+
+Every model forbids unknown keys, so a typo (``polgon:``) is an error naming the field rather
+than a fence that silently never alarms. Geometry is validated as far as it can be without
+the frame size; ``resolve`` finishes the job once the camera's resolution is known.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from zones.geometry import GeometryError, Risk, ZoneKind, check_polygon
+from zones.profiles import ThresholdOverrides
+
+Coords = Literal["auto", "normalized", "pixels"]
+XY = tuple[float, float]
+
+
+class RuleName(StrEnum):
+    INTRUSION = "intrusion"
+    DWELL = "dwell"
+    CROWD_DENSITY = "crowd_density"
+
+
+DEFAULT_RULES: dict[ZoneKind, list[RuleName]] = {
+    ZoneKind.CLIFF: [RuleName.INTRUSION],
+    ZoneKind.WATER: [RuleName.INTRUSION],
+    ZoneKind.RESTRICTED: [RuleName.INTRUSION],
+    ZoneKind.CROWD: [RuleName.CROWD_DENSITY],
+}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LineConfig(Strict):
+    """A tripwire guarding its zone."""
+
+    id: str = Field(min_length=1, description="tripwire id, unique in the camera")
+    points: tuple[XY, XY] = Field(description="the two endpoints")
+    into: XY | None = Field(None, description="a point on the alarmed side; omit for both ways")
+
+
+class ZoneConfig(Strict):
+    """One electronic fence on one camera."""
+
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$",
+                    description="zone id, unique in the camera; used in MQTT topics")
+    kind: ZoneKind = Field(description="cliff, water, crowd or restricted")
+    risk: Risk = Field(Risk.MEDIUM, description="assessed risk grade: high, medium or low")
+    polygon: list[XY] = Field(description="vertices, normalized [0,1] or source pixels")
+    coords: Coords = Field("auto", description="how to read polygon and line points")
+    rules: list[RuleName] | None = Field(None, description="rules to run; default by kind")
+    lines: list[LineConfig] = Field(default_factory=list)
+    thresholds: ThresholdOverrides = Field(
+        default_factory=ThresholdOverrides, description="overrides of the risk grade's defaults")
+
+    @field_validator("polygon")
+    @classmethod
+    def _polygon(cls, v: list[XY]) -> list[XY]:
+        try:
+            check_polygon(v)
+        except GeometryError as exc:
+            raise ValueError(str(exc)) from exc
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> ZoneConfig:
+        ids = [ln.id for ln in self.lines]
+        if len(ids) != len(set(ids)):
+            raise ValueError("tripwire ids must be unique within a zone")
+        return self
+
+    @property
+    def active_rules(self) -> list[RuleName]:
+        return self.rules if self.rules is not None else DEFAULT_RULES[self.kind]
+
+
+class CalibrationConfig(Strict):
+    """Ground-plane calibration: image points (px or normalized) and their ground metres."""
+
+    image: list[XY] = Field(min_length=4, description="points in the image")
+    world: list[XY] = Field(min_length=4, description="the same points on the ground, metres")
+    coords: Coords = "auto"
+
+    @model_validator(mode="after")
+    def _same_length(self) -> CalibrationConfig:
+        if len(self.image) != len(self.world):
+            raise ValueError(
+                f"image has {len(self.image)} points but world has {len(self.world)}")
+        return self
