@@ -53,14 +53,14 @@ class DarknetDetector:
             net = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
         except cv2.error as exc:
             raise DetectorError(f"{weights}: cannot load Darknet model: {exc.msg}") from exc
-        self.model = cv2.dnn_DetectionModel(net)
+        self.model = cv2.dnn.DetectionModel(net)
         self.model.setInputParams(scale=1 / 255.0, size=input_size, swapRB=True)
         self.classes = np.asarray(classes, dtype=np.int64)
         self.conf, self.nms, self.name = conf, nms, name
 
     def detect(self, image: Image) -> Detections:
-        class_ids, scores, boxes = self.model.detect(image, self.conf, self.nms)
-        class_ids = np.asarray(class_ids, dtype=np.int64).reshape(-1)
+        raw_ids, scores, boxes = self.model.detect(image, self.conf, self.nms)
+        class_ids = np.asarray(raw_ids, dtype=np.int64).reshape(-1)
         keep = np.isin(class_ids, self.classes)
         xywh = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)[keep]
         xyxy = np.column_stack((xywh[:, :2], xywh[:, :2] + xywh[:, 2:]))

@@ -73,7 +73,7 @@ class Alarm(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    schema_: Literal["perimeter.alarm/1"] = Field(default=SCHEMA, alias="schema")
+    schema_: Literal["perimeter.alarm/1"] = Field(default="perimeter.alarm/1", alias="schema")
     id: str = Field(description="stable id of the alarm episode (uuid)")
     event_id: str = Field(description="unique id of this event: id plus state")
     kind: AlarmKind

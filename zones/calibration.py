@@ -25,7 +25,8 @@ def _normaliser(pts: FloatArray) -> FloatArray:
     return np.array([[s, 0.0, -s * c[0]], [0.0, s, -s * c[1]], [0.0, 0.0, 1.0]])
 
 
-def fit_homography(image: Sequence[Sequence[float]], world: Sequence[Sequence[float]]) -> FloatArray:
+def fit_homography(image: Sequence[Sequence[float]],
+                   world: Sequence[Sequence[float]]) -> FloatArray:
     """Least-squares homography mapping ``image`` (px) to ``world`` (m); 4+ point pairs."""
     src = np.asarray(image, dtype=np.float64)
     dst = np.asarray(world, dtype=np.float64)

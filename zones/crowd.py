@@ -70,7 +70,7 @@ class CrowdRule:
         self._since = None
         ids = [int(v) for v in inside.track_ids.tolist()]
         evidence = Evidence(
-            boxes=[tuple(float(v) for v in b) for b in inside.boxes],  # type: ignore[misc]
+            boxes=[tuple(float(v) for v in b) for b in inside.boxes],
             scores=[float(s) for s in inside.scores], count=n,
             density=None if density is None else round(density, 4),
             area_m2=None if self.area_m2 is None else round(self.area_m2, 3),

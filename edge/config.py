@@ -1,0 +1,192 @@
+"""The edge worker's YAML config: schema, loading, and errors that point at the line.
+
+A safety officer editing a fence at the site must learn from one line which file, which line
+and which field is wrong (``config/site.yaml:14: cameras[0].zones[1].polygon: ...``), and a
+config that is wrong must never half-start. YAML node marks give each value's line; pydantic's
+error locations are mapped back onto them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from zones.config import CalibrationConfig, ZoneConfig
+from zones.profiles import Period
+
+Loc = tuple[str | int, ...]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SiteConfig(Strict):
+    id: str = Field("default", pattern=r"^[A-Za-z0-9_.-]+$", description="site id (MQTT topics)")
+    timezone: str = Field("Asia/Shanghai", description="IANA zone the schedule is written in")
+
+
+class EdgeConfig(Strict):
+    id: str = Field("edge-1", pattern=r"^[A-Za-z0-9_.-]+$", description="this edge box")
+
+
+class TilingConfig(Strict):
+    """Extra detection passes for small, far-away people."""
+
+    mode: str = Field("off", pattern=r"^(off|tiles|motion)$",
+                      description="off; tiles: a grid of overlapping crops; motion: crops "
+                                  "around moving regions")
+    grid: tuple[int, int] = Field((2, 2), description="tiles across and down")
+    overlap: float = Field(0.2, ge=0, lt=0.5, description="tile overlap share")
+    min_area: int = Field(150, ge=1, description="smallest motion blob, px^2")
+
+
+class DetectorConfig(Strict):
+    model: str = Field("yolov4-tiny", description="a name in models/manifest.yaml")
+    weights: str | None = Field(None, description="a site's own Ultralytics weights file")
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="pin for weights")
+    input_size: tuple[int, int] | None = Field(None, description="network input w, h")
+    conf: float = Field(0.3, gt=0, lt=1, description="minimum detection confidence")
+    nms: float = Field(0.45, gt=0, le=1, description="non-maximum suppression IoU")
+    device: str = Field("cpu", description="ultralytics device: cpu, cuda:0, ...")
+    tiling: TilingConfig = Field(default_factory=TilingConfig)
+
+    @model_validator(mode="after")
+    def _size(self) -> DetectorConfig:
+        if self.input_size and any(v < 32 or v % 32 for v in self.input_size):
+            raise ValueError("input_size values must be multiples of 32, at least 32")
+        return self
+
+
+class TrackerConfig(Strict):
+    lost_seconds: float = Field(1.5, gt=0, le=30, description="keep a lost track this long")
+    min_hits: int = Field(2, ge=1, le=10, description="detections before a track gets an id")
+    activation: float = Field(0.4, gt=0, lt=1, description="score that starts a track")
+    high_conf: float = Field(0.5, gt=0, lt=1, description="ByteTrack first-stage score")
+    min_iou: float = Field(0.1, gt=0, lt=1, description="association IoU")
+
+
+class MqttConfig(Strict):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: str | None = None
+
+
+class CameraConfig(Strict):
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="camera id")
+    source: str = Field(min_length=1, description="video file (live sources: later)")
+    fps: float | None = Field(None, gt=0, le=240, description="override the file's frame rate")
+    calibration: CalibrationConfig | None = None
+    zones: list[ZoneConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> CameraConfig:
+        ids = [z.id for z in self.zones]
+        dup = {i for i in ids if ids.count(i) > 1}
+        if dup:
+            raise ValueError(f"zone ids must be unique in a camera: {sorted(dup)}")
+        return self
+
+
+class PerimeterConfig(Strict):
+    site: SiteConfig = Field(default_factory=SiteConfig)
+    edge: EdgeConfig = Field(default_factory=EdgeConfig)
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    periods: list[Period] = Field(default_factory=list)
+    cameras: list[CameraConfig] = Field(min_length=1)
+
+
+class ConfigError(ValueError):
+    """One or more problems, each ``file:line: field: message``."""
+
+    def __init__(self, lines: list[str]):
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+def fmt_loc(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _line_map(node: yaml.Node, path: Loc, out: dict[Loc, int], file: str) -> None:
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key, value in node.value:
+            k = str(key.value)
+            if k in seen:
+                raise ConfigError([f"{file}:{key.start_mark.line + 1}: {fmt_loc((*path, k))}: "
+                                   f"duplicate key"])
+            seen.add(k)
+            out[(*path, k)] = key.start_mark.line + 1
+            _line_map(value, (*path, k), out, file)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _line_map(item, (*path, i), out, file)
+
+
+class LoadedConfig:
+    """A validated config plus what is needed to point later errors at their line."""
+
+    def __init__(self, config: PerimeterConfig, path: Path, lines: dict[Loc, int]):
+        self.config = config
+        self.path = path
+        self.lines = lines
+
+    def where(self, loc: Loc) -> str:
+        """``file:line: field`` for a config location (the nearest enclosing line)."""
+        for n in range(len(loc), -1, -1):
+            if loc[:n] in self.lines:
+                return f"{self.path}:{self.lines[loc[:n]]}: {fmt_loc(loc)}"
+        return f"{self.path}: {fmt_loc(loc)}"
+
+    def resolve_path(self, value: str) -> Path:
+        """A path from the config: as given (relative to the working directory), else
+        relative to the config file's folder."""
+        p = Path(value).expanduser()
+        if p.is_absolute() or p.exists():
+            return p
+        beside = self.path.parent / p
+        return beside if beside.exists() else p
+
+
+def load_config(path: Path) -> LoadedConfig:
+    """Parse and validate; raises ConfigError with one ``file:line: field: message`` each."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read config: {exc.strerror}"]) from exc
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data: Any = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{path}{line}: invalid YAML: {problem}"]) from exc
+    lines: dict[Loc, int] = {}
+    if node is not None:
+        _line_map(node, (), lines, str(path))
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}:1: (top level): expected a mapping with 'cameras'"])
+    try:
+        cfg = PerimeterConfig.model_validate(data)
+    except ValidationError as exc:
+        loaded = LoadedConfig(PerimeterConfig.model_construct(cameras=[]), path, lines)
+        errors = []
+        for err in exc.errors():
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+            msg = err["msg"].removeprefix("Value error, ")
+            errors.append(f"{loaded.where(loc)}: {msg}")
+        raise ConfigError(errors) from None
+    return LoadedConfig(cfg, path, lines)

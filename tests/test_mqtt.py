@@ -1,0 +1,288 @@
+"""MqttSink against a real Mosquitto: topics, payloads, availability, last will, broker restart.
+
+Every test uses its own site and edge id, so a shared broker (127.0.0.1:1883) with other
+users, retained messages or persisted sessions cannot disturb it. Synchronisation is by
+waiting on queues and events with timeouts, never by sleeping.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from edge.mqtt import MqttSink
+from tests.conftest import MosquittoBroker, free_port
+from zones.alarm import Alarm, AlarmKind, AlarmState, Evidence
+from zones.geometry import Risk, ZoneKind
+
+TIMEOUT = 10.0
+ALARM_FILTER = "perimeter/v1/+/alarm/#"
+
+
+def unique(tag: str) -> str:
+    return f"{tag}-{uuid.uuid4().hex[:10]}"
+
+
+def make_alarm(i: int, camera: str = "cam-1", zone: str = "cliff-east",
+               kind: AlarmKind = AlarmKind.INTRUSION,
+               state: AlarmState = AlarmState.RAISED) -> Alarm:
+    return Alarm.make(
+        kind=kind, state=state, camera=camera, zone=zone, zone_kind=ZoneKind.CLIFF,
+        risk=Risk.HIGH, key=f"track-{i}", first_frame=10 + i, first_time=1_700_000_000.0 + i,
+        frame=12 + i, time=1_700_000_000.5 + i, track_id=i, track_ids=[i], profile="default",
+        evidence=Evidence(boxes=[(1.0, 2.0, 30.0, 80.0)], scores=[0.87], count=1))
+
+
+class Subscriber:
+    """A real paho subscriber collecting messages into a queue."""
+
+    def __init__(self, host: str, port: int, topic: str, *, client_id: str | None = None,
+                 clean_session: bool = True):
+        self.topic = topic
+        self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+        self.subscribed = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or unique("sub"),
+                                  clean_session=clean_session,
+                                  protocol=MQTTProtocolVersion.MQTTv311)
+        self.client.reconnect_delay_set(1, 2)
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda *a: self.subscribed.set()
+        self.client.on_message = lambda c, u, msg: self.messages.put(msg)
+        self.client.connect(host, port, keepalive=30)
+        self.client.loop_start()
+        assert self.subscribed.wait(TIMEOUT), f"no SUBACK for {topic}"
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                    properties: Any) -> None:
+        if not flags.session_present:  # a restored session keeps its subscription
+            client.subscribe(self.topic, qos=1)
+
+    def get(self, timeout: float = TIMEOUT) -> mqtt.MQTTMessage:
+        try:
+            return self.messages.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no message on {self.topic} within {timeout:g}s") from None
+
+    def wait_for(self, pred: Callable[[mqtt.MQTTMessage], bool],
+                 timeout: float = TIMEOUT) -> mqtt.MQTTMessage:
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self.get(max(0.0, deadline - time.monotonic()))
+            if pred(msg):
+                return msg
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def status_of(msg: mqtt.MQTTMessage) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(msg.payload)
+    return doc
+
+
+def is_state(state: str) -> Callable[[mqtt.MQTTMessage], bool]:
+    return lambda msg: bool(msg.payload) and status_of(msg)["state"] == state
+
+
+def wait_until(pred: Callable[[], bool], timeout: float = TIMEOUT, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.01)  # poll interval
+
+
+def clean_up(host: str, port: int, topic: str, client_id: str) -> None:
+    """Leave a shared, persistent broker as found: drop the retained status (empty retained
+    payload) and the sink's persistent session (a clean-session connect with its id)."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
+    client.connect(host, port)
+    client.loop_start()
+    client.publish(topic, b"", qos=1, retain=True).wait_for_publish(TIMEOUT)
+    client.disconnect()
+    client.loop_stop()
+
+
+@pytest.fixture
+def subscribers() -> Iterator[list[Subscriber]]:
+    made: list[Subscriber] = []
+    yield made
+    for sub in made:
+        sub.close()
+
+
+@pytest.fixture
+def shared_sink(mqtt_broker: tuple[str, int]) -> Iterator[MqttSink]:
+    """An unopened sink with a unique site and edge on the session broker."""
+    host, port = mqtt_broker
+    sink = MqttSink(host, port, edge_id=unique("edge"), site=unique("site"),
+                    connect_timeout_s=TIMEOUT, publish_timeout_s=TIMEOUT)
+    yield sink
+    sink.close()
+    clean_up(host, port, sink.status_topic, sink.client_id)
+
+
+def test_every_alarm_arrives_on_documented_topic(
+        mqtt_broker: tuple[str, int], shared_sink: MqttSink,
+        subscribers: list[Subscriber]) -> None:
+    host, port = mqtt_broker
+    site = shared_sink.site
+    sub = Subscriber(host, port, ALARM_FILTER)
+    subscribers.append(sub)
+    shared_sink.open()
+    alarms = [make_alarm(i, camera=f"cam-{i % 2}", kind=kind, state=state)
+              for i, (kind, state) in enumerate(
+                  [(k, s) for k in AlarmKind for s in AlarmState])]
+    alarms.append(make_alarm(99, camera="gate/1+#", zone="pier#2"))  # unsafe ids
+    for alarm in alarms:
+        shared_sink.emit(alarm)
+    assert shared_sink.flush(), f"{shared_sink.pending} alarms not acknowledged"
+    assert (shared_sink.published, shared_sink.pending) == (len(alarms), 0)
+
+    got: dict[str, mqtt.MQTTMessage] = {}
+    while len(got) < len(alarms):
+        msg = sub.wait_for(lambda m: m.topic.split("/")[2] == site)  # ignore other users
+        got[Alarm.from_json(bytes(msg.payload)).event_id] = msg
+    for alarm in alarms:
+        msg = got[alarm.event_id]
+        camera = alarm.camera.replace("/", "_").replace("+", "_").replace("#", "_")
+        zone = alarm.zone.replace("#", "_")
+        assert msg.topic == f"perimeter/v1/{site}/alarm/{camera}/{zone}/{alarm.kind.value}"
+        assert msg.qos == 1 and not msg.retain
+        assert msg.payload == alarm.to_json().encode("utf-8")
+        assert Alarm.from_json(bytes(msg.payload)) == alarm
+    assert got[alarms[-1].event_id].topic.endswith("/alarm/gate_1__/pier_2/intrusion")
+
+
+def test_retained_status_online_then_offline(
+        mqtt_broker: tuple[str, int], shared_sink: MqttSink,
+        subscribers: list[Subscriber]) -> None:
+    host, port = mqtt_broker
+    topic = f"perimeter/v1/{shared_sink.site}/edge/{shared_sink.edge_id}/status"
+    assert shared_sink.status_topic == topic
+    before = time.time()
+    shared_sink.open()
+    sub = Subscriber(host, port, topic)  # fresh: sees only the retained message
+    subscribers.append(sub)
+    msg = sub.get()
+    status = status_of(msg)
+    assert msg.retain and msg.qos == 1
+    assert status == {"state": "online", "edge_id": shared_sink.edge_id, "time": status["time"]}
+    assert before - 1 <= status["time"] <= time.time() + 1
+
+    shared_sink.close()
+    late = Subscriber(host, port, topic)
+    subscribers.append(late)
+    msg = late.get()
+    assert msg.retain and status_of(msg)["state"] == "offline"
+    assert status_of(msg)["edge_id"] == shared_sink.edge_id
+
+
+def test_last_will_marks_crashed_edge_offline(
+        mosquitto_private: MosquittoBroker, subscribers: list[Subscriber]) -> None:
+    host, port = mosquitto_private.address
+    sink = MqttSink(host, port, edge_id="edge-will", connect_timeout_s=TIMEOUT)
+    sub = Subscriber(host, port, sink.status_topic)
+    subscribers.append(sub)
+    sink.open()
+    sub.wait_for(is_state("online"))
+    wait_until(lambda: not sink._status_mids, what="online status acknowledged")
+    # Crash: the network thread stops without DISCONNECT, then the TCP link just dies.
+    sink._client.loop_stop()
+    sock = sink._client.socket()
+    assert isinstance(sock, socket.socket)
+    sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
+
+    assert status_of(sub.wait_for(is_state("offline")))["edge_id"] == "edge-will"
+    late = Subscriber(host, port, sink.status_topic)  # the will was retained
+    subscribers.append(late)
+    msg = late.get()
+    assert msg.retain and status_of(msg)["state"] == "offline"
+
+
+def test_dropped_connection_reconnects_and_republishes_online(
+        mosquitto_private: MosquittoBroker, subscribers: list[Subscriber]) -> None:
+    host, port = mosquitto_private.address
+    sink = MqttSink(host, port, edge_id="edge-drop", connect_timeout_s=TIMEOUT)
+    sub = Subscriber(host, port, sink.status_topic)
+    subscribers.append(sub)
+    sink.open()
+    try:
+        sub.wait_for(is_state("online"))
+        sock = sink._client.socket()
+        assert isinstance(sock, socket.socket)
+        sock.shutdown(socket.SHUT_RDWR)  # link dies under a running client: no DISCONNECT
+        sub.wait_for(is_state("offline"))  # the will
+        sub.wait_for(is_state("online"))  # the client reconnected by itself
+        sink.emit(make_alarm(1))
+        assert sink.flush() and sink.published == 1
+    finally:
+        sink.close()
+    sub.wait_for(is_state("offline"))
+
+
+def test_alarms_emitted_while_broker_down_are_delivered_after_restart(
+        mosquitto_private: MosquittoBroker, subscribers: list[Subscriber]) -> None:
+    host, port = mosquitto_private.address
+    # A persistent QoS 1 session survives the restart (broker persistence, SIGTERM saves it)
+    # and holds whatever is published while this subscriber is still reconnecting.
+    sub = Subscriber(host, port, ALARM_FILTER, client_id=unique("persistent-sub"),
+                     clean_session=False)
+    subscribers.append(sub)
+    sink = MqttSink(host, port, edge_id="edge-restart", site="park",
+                    connect_timeout_s=TIMEOUT, publish_timeout_s=TIMEOUT)
+    sink.open()
+    try:
+        first = make_alarm(0)
+        sink.emit(first)
+        assert Alarm.from_json(bytes(sub.get().payload)) == first
+
+        mosquitto_private.stop()
+        wait_until(lambda: not sink.connected, what="sink to notice the broker is gone")
+        down = [make_alarm(i, zone=f"water-{i}") for i in range(1, 6)]
+        for alarm in down:
+            sink.emit(alarm)
+        assert sink.pending == 5
+        mosquitto_private.start()
+
+        got = [Alarm.from_json(bytes(sub.get(timeout=15.0).payload)) for _ in down]
+        assert sorted(a.event_id for a in got) == sorted(a.event_id for a in down)
+        assert {a.event_id: a for a in got} == {a.event_id: a for a in down}
+        assert sink.flush(), f"{sink.pending} alarms not acknowledged after reconnect"
+        assert (sink.published, sink.pending) == (6, 0)
+    finally:
+        sink.close()
+
+
+def test_open_fails_clearly_without_broker() -> None:
+    port = free_port()
+    sink = MqttSink("127.0.0.1", port, edge_id="edge-nobroker", connect_timeout_s=0.5)
+    start = time.monotonic()
+    with pytest.raises(ConnectionError, match=f"127.0.0.1:{port}"):
+        sink.open()
+    assert time.monotonic() - start < 3.0
+    with pytest.raises(RuntimeError, match="not opened"):
+        sink.emit(make_alarm(1))
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"edge_id": "edge#1"}, {"edge_id": "edge+1"}, {"edge_id": "a/b"}, {"edge_id": ""},
+    {"edge_id": "ok", "site": "north/gate"}, {"edge_id": "ok", "site": "#"},
+    {"edge_id": "ok", "prefix": "perimeter//v1"}, {"edge_id": "ok", "prefix": "perimeter/+"},
+    {"edge_id": "ok", "prefix": "$SYS/perimeter"},
+])
+def test_invalid_topic_ids_rejected(kwargs: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match=r"MQTT|reserved"):
+        MqttSink(**kwargs)  # type: ignore[arg-type]
