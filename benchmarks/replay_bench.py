@@ -40,7 +40,7 @@ from zones.tracks import Detections
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 RESULTS = REPO / "benchmarks" / "results"
-START = 1795953600.0  # 2026-11-28 08:00 UTC: a weekday morning, no period in force
+START = 1795852800.0  # 2026-11-28 08:00 UTC: a Saturday morning, no period in force
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,8 @@ class DetectorConfig(Strict):
     conf: float = Field(0.3, gt=0, lt=1, description="minimum detection confidence")
     nms: float = Field(0.45, gt=0, le=1, description="non-maximum suppression IoU")
     device: str = Field("cpu", description="ultralytics device: cpu, cuda:0, ...")
+    classes: list[int] | None = Field(None, description="class ids that count as people "
+                                                        "(default: the model's person class)")
     tiling: TilingConfig = Field(default_factory=TilingConfig)
 
     @model_validator(mode="after")

@@ -62,12 +62,13 @@ def model_entry(loaded: LoadedConfig) -> ModelEntry:
     det = loaded.config.detector
     if det.weights:
         return ModelEntry.user_weights(str(loaded.resolve_path(det.weights)), det.sha256,
-                                       det.input_size or (640, 640))
+                                       det.input_size or (640, 640), det.classes)
     manifest = load_manifest()
     if det.model not in manifest:
         raise ConfigError([f"{loaded.where(('detector', 'model'))}: unknown model "
                            f"{det.model!r} (have: {', '.join(sorted(manifest))})"])
-    return manifest[det.model]
+    entry = manifest[det.model]
+    return entry.model_copy(update={"person_classes": det.classes}) if det.classes else entry
 
 
 def make_detector(loaded: LoadedConfig) -> Detector:
