@@ -51,6 +51,6 @@ def supervision_polygonzone(rules: CameraRules, frames: list[Detections]
                         key=f"sv:{tid}", first_frame=f.frame, first_time=f.time,
                         frame=f.frame, time=f.time, track_id=tid, track_ids=[tid],
                         profile="supervision",
-                        evidence=Evidence(boxes=[box])))  # type: ignore[list-item]
+                        evidence=Evidence(boxes=[box])))
             inside_prev[z.fence.id] = now
     return alarms, counts

@@ -63,5 +63,6 @@ def box_at(frames: list[Detections], track_id: int, frame: int,
         if 0 <= i < len(frames):
             hit = frames[i].track_ids == track_id
             if hit.any():
-                return frames[i].boxes[hit][0]
+                box: np.ndarray = frames[i].boxes[hit][0]
+                return box
     return None

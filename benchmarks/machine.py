@@ -28,7 +28,7 @@ def _mem_gib() -> float:
 
 
 def machine_info() -> dict[str, object]:
-    versions = {}
+    versions: dict[str, str | None] = {}
     for pkg in ("opencv-python", "numpy", "shapely", "trackers", "supervision", "ultralytics",
                 "torch"):
         try:

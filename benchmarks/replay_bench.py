@@ -56,6 +56,7 @@ SEQUENCES = [
 ]
 VARIANTS: dict[str, dict[str, Any]] = {
     "yolov4-tiny": {},
+    "yolov4-tiny@416x416": {"input_size": [416, 416]},
     "yolov4-tiny+motion": {"tiling": {"mode": "motion"}},
     "yolov4-tiny+tiles2x2": {"tiling": {"mode": "tiles", "grid": [2, 2]}},
     "ssd-mobilenet-v2": {"model": "ssd-mobilenet-v2", "input_size": None, "conf": 0.3},
@@ -92,7 +93,7 @@ def run_system(loaded: LoadedConfig, label: str) -> tuple[RunStats, _Recorder, C
         rec.tracks.append(pipe.last_tracks)
         bar.update(1)
 
-    stats = pipe.run(source.frames(), on_frame)  # type: ignore[arg-type]
+    stats = pipe.run(source.frames(), on_frame)
     bar.close()
     source.close()
     return stats, rec, rules
@@ -194,9 +195,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     variants = args.variants or (["yolov4-tiny"] if args.quick else list(VARIANTS))
     t0 = time.time()
-    results = {"machine": machine_info(), "date": time.strftime("%Y-%m-%d %H:%M UTC",
-                                                                 time.gmtime()),
-               "sequences": {s.name: bench_sequence(s, variants) for s in SEQUENCES}}
+    date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    results: dict[str, Any] = {
+        "machine": machine_info(), "date": date,
+        "sequences": {s.name: bench_sequence(s, variants) for s in SEQUENCES}}
     results["bench_wall_s"] = time.time() - t0
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "replay.json").write_text(json.dumps(results, indent=2, default=float))

@@ -85,17 +85,14 @@ from ultralytics.models import YOLO
 from ultralytics.solutions import ObjectCounter, RegionCounter
 from ultralytics.solutions import solutions as ul_solutions
 from ultralytics.solutions.config import SolutionConfig
-from ultralytics.utils import YAML, checks, events
+from ultralytics.utils import YAML, checks
 
+from edge.ultra import offline_ultralytics
 from zones.alarm import Alarm, AlarmKind, AlarmState, Evidence
 from zones.engine import CameraRules, ZoneRules
 from zones.tracks import UNTRACKED, Detections
 
-if ul_utils.ONLINE or ul_utils.AUTOINSTALL:  # imported before the variables above were set
-    for _module in (ul_utils, checks):
-        for _flag in ("ONLINE", "AUTOINSTALL"):
-            setattr(_module, _flag, False)
-    events.events.enabled = False
+offline_ultralytics()  # OpenCV threads back to normal after ultralytics' import changed them
 
 MODEL_YAML = "yolo11n.yaml"  # Ultralytics' own architecture file: random weights, no download
 CANVAS = (64, 64)  # (width, height) of the blank frame the solutions draw on

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="models"
-[[ "${1:-}" == "--full" ]] && extras="models,ultralytics,dev"
+[[ "${1:-}" == "--full" ]] && extras="models,central,ultralytics,dev"
 py="${PYTHON:-python3.11}"
 command -v "$py" >/dev/null || py=python3
 stamp=".venv/.installed-$extras-$(sha256sum pyproject.toml | cut -c1-16)"

@@ -9,7 +9,7 @@ error locations are mapped back onto them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -18,6 +18,7 @@ from zones.config import CalibrationConfig, ZoneConfig
 from zones.profiles import Period
 
 Loc = tuple[str | int, ...]
+M = TypeVar("M", bound=BaseModel)
 
 
 class Strict(BaseModel):
@@ -137,10 +138,10 @@ def _line_map(node: yaml.Node, path: Loc, out: dict[Loc, int], file: str) -> Non
             _line_map(item, (*path, i), out, file)
 
 
-class LoadedConfig:
+class Loaded(Generic[M]):
     """A validated config plus what is needed to point later errors at their line."""
 
-    def __init__(self, config: PerimeterConfig, path: Path, lines: dict[Loc, int]):
+    def __init__(self, config: M, path: Path, lines: dict[Loc, int]):
         self.config = config
         self.path = path
         self.lines = lines
@@ -162,7 +163,15 @@ class LoadedConfig:
         return beside if beside.exists() else p
 
 
+LoadedConfig = Loaded[PerimeterConfig]
+
+
 def load_config(path: Path) -> LoadedConfig:
+    """The edge worker's config; raises ConfigError (``file:line: field: message`` each)."""
+    return load_yaml_model(path, PerimeterConfig)
+
+
+def load_yaml_model(path: Path, model: type[M]) -> Loaded[M]:
     """Parse and validate; raises ConfigError with one ``file:line: field: message`` each."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -180,15 +189,15 @@ def load_config(path: Path) -> LoadedConfig:
     if node is not None:
         _line_map(node, (), lines, str(path))
     if not isinstance(data, dict):
-        raise ConfigError([f"{path}:1: (top level): expected a mapping with 'cameras'"])
+        raise ConfigError([f"{path}:1: (top level): expected a mapping of settings"])
     try:
-        cfg = PerimeterConfig.model_validate(data)
+        cfg = model.model_validate(data)
     except ValidationError as exc:
-        loaded = LoadedConfig(PerimeterConfig.model_construct(cameras=[]), path, lines)
+        loaded = Loaded(model.model_construct(), path, lines)
         errors = []
         for err in exc.errors():
             loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
             msg = err["msg"].removeprefix("Value error, ")
             errors.append(f"{loaded.where(loc)}: {msg}")
         raise ConfigError(errors) from None
-    return LoadedConfig(cfg, path, lines)
+    return Loaded(cfg, path, lines)

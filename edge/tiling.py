@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 
 from edge.config import TilingConfig
 from edge.detectors import Detector, Image
@@ -71,32 +70,33 @@ class MotionDetector:
     """The whole frame plus crops around moving regions (MOG2 background model)."""
 
     def __init__(self, base: Detector, min_area: int, nms: float, crop: int = 256,
-                 max_crops: int = 4):
+                 max_crops: int = 4, max_height: int = 96):
         self.base, self.min_area, self.nms = base, min_area, nms
-        self.crop, self.max_crops = crop, max_crops
+        self.crop, self.max_crops, self.max_height = crop, max_crops, max_height
         self.bg = cv2.createBackgroundSubtractorMOG2(history=200, detectShadows=False)
         self.name = f"{base.name}+motion"
         self.crops_run = 0
 
     def regions(self, image: Image) -> list[Box]:
-        """Crops of ``crop`` px (or larger) centred on moving blobs, largest first."""
+        """Crops of ``crop`` px centred on moving blobs small enough to need one (taller
+        than ``max_height`` px, the full-frame pass sees them), largest first."""
         h, w = image.shape[:2]
         small = cv2.resize(image, (w // 2, h // 2))
         mask = self.bg.apply(small)
         mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
         mask = cv2.dilate(mask, np.ones((9, 9), np.uint8))
         contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        blobs = sorted((cv2.boundingRect(c) for c in contours
-                        if cv2.contourArea(c) * 4 >= self.min_area),
+        blobs = sorted((r for r in map(cv2.boundingRect, contours)
+                        if r[2] * r[3] * 4 >= self.min_area and r[3] * 2 <= self.max_height),
                        key=lambda r: -r[2] * r[3])
         out: list[Box] = []
         for bx, by, bw, bh in blobs:
             cx, cy = (bx + bw / 2) * 2, (by + bh / 2) * 2
-            side = max(self.crop, int(max(bw, bh) * 2 * 1.5))
+            side = self.crop
             x1 = int(min(max(0, cx - side / 2), max(0, w - side)))
             y1 = int(min(max(0, cy - side / 2), max(0, h - side)))
             box = (x1, y1, min(w, x1 + side), min(h, y1 + side))
-            if not any(_covers(o, box) for o in out):
+            if not any(_covers(o, box, margin=side // 4) for o in out):
                 out.append(box)
             if len(out) >= self.max_crops:
                 break
@@ -111,9 +111,10 @@ class MotionDetector:
         return merge(parts, self.nms, (w, h))
 
 
-def _covers(outer: Box, inner: Box) -> bool:
-    return (outer[0] <= inner[0] and outer[1] <= inner[1] and outer[2] >= inner[2]
-            and outer[3] >= inner[3])
+def _covers(outer: Box, inner: Box, margin: int = 0) -> bool:
+    """Whether ``outer`` contains ``inner`` shrunk by ``margin`` (the blob at its centre)."""
+    return (outer[0] <= inner[0] + margin and outer[1] <= inner[1] + margin
+            and outer[2] >= inner[2] - margin and outer[3] >= inner[3] - margin)
 
 
 def wrap_detector(base: Detector, cfg: TilingConfig, nms: float) -> Detector:
@@ -125,4 +126,4 @@ def wrap_detector(base: Detector, cfg: TilingConfig, nms: float) -> Detector:
     return base
 
 
-__all__ = ["MotionDetector", "TiledDetector", "merge", "npt", "tile_boxes", "wrap_detector"]
+__all__ = ["MotionDetector", "TiledDetector", "merge", "tile_boxes", "wrap_detector"]

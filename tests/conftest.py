@@ -176,3 +176,83 @@ def mosquitto_private(tmp_path: Path) -> Iterator[MosquittoBroker]:
         yield broker
     finally:
         broker.stop()
+
+
+# -- Redis -------------------------------------------------------------------------------------
+
+DEFAULT_REDIS = ("127.0.0.1", 6379)
+
+
+class RedisServer:
+    """A private ``redis-server`` on a free port (no persistence); can be stopped and started."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 10.0) -> None:
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        if not Path(binary).exists():
+            pytest.fail("redis-server not found (Debian: apt-get install redis-server)",
+                        pytrace=False)
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while not port_open("127.0.0.1", self.port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"redis-server did not start on port {self.port}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A running Redis: 127.0.0.1:6379 if up, else a private redis-server for the session.
+    Shared: tests use their own key namespace (see ``redis_ns``)."""
+    if port_open(*DEFAULT_REDIS):
+        yield "redis://127.0.0.1:6379/0"
+        return
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_ns(redis_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A key namespace of this test's own, deleted afterwards."""
+    import redis
+
+    ns = f"test:{request.node.name[:40]}:{os.getpid()}:{time.monotonic_ns()}"
+    yield ns
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(f"{ns}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def redis_private(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private redis-server that a fault test may stop and start again."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -224,3 +224,13 @@ cameras:
     assert stats.detections > 0, "random weights at conf 0.05 still produce boxes"
     assert stats.ms_per_frame("detect") > 0
     assert out.exists()
+
+
+def test_importing_ultralytics_keeps_opencv_threads() -> None:
+    """Ultralytics sets cv2.setNumThreads(0) on import; the cv2.dnn detectors must keep
+    every core (one core made yolov4-tiny 35 % slower here)."""
+    from edge.ultra import _CV2_THREADS, offline_ultralytics
+
+    cv2.setNumThreads(0)  # what a bare `import ultralytics` leaves behind
+    offline_ultralytics()
+    assert cv2.getNumThreads() == _CV2_THREADS >= 1
