@@ -30,7 +30,9 @@ def write_report(results: dict[str, Any], folder: Path) -> None:
         "Expected alarms: the same rules run on the MOT ground-truth tracks. A system alarm "
         "matches when zone, kind (and tripwire) agree, it is raised within the ground-truth "
         "episode (from 5 frames before entry), and its box overlaps the person's (IoU >= 0.3). "
-        "Delay: raising frame minus the ground-truth entry frame.", "",
+        "Delay: raising frame minus the ground-truth entry frame. Stage times: `decode` is the "
+        "wait for the next decoded frame (decoding runs ahead in its own thread); peak RSS is "
+        "the process's, which runs the variants one after the other.", "",
     ]
     for seq, data in results["sequences"].items():
         lines += [f"## {seq} ({data['frames']} frames, {data['size'][0]}x{data['size'][1]}, "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -21,7 +22,7 @@ from edge.config import CameraConfig, ConfigError, LoadedConfig
 from edge.detectors import Detector, build_detector
 from edge.pipeline import STAGES, CameraPipeline, RunStats
 from edge.sinks import AlarmSink, JsonlSink, StdoutSink
-from edge.source import Frame, VideoFileSource
+from edge.source import Frame, VideoFileSource, prefetch
 from edge.tiling import wrap_detector
 from edge.tracker import ByteTracker
 from models.registry import ModelEntry, load_manifest
@@ -130,8 +131,8 @@ def run_replay(loaded: LoadedConfig, opts: ReplayOptions, out: IO[str] = sys.std
     opened: list[AlarmSink] = []
     ok = False
 
-    def frames() -> object:
-        for f in source.frames():
+    def frames() -> Iterator[Frame]:
+        for f in prefetch(source.frames()):
             if opts.max_frames is not None and f.index > opts.max_frames:
                 return
             yield f
@@ -145,7 +146,7 @@ def run_replay(loaded: LoadedConfig, opts: ReplayOptions, out: IO[str] = sys.std
         for s in sinks:
             s.open()
             opened.append(s)
-        stats = pipeline.run(frames(), on_frame)  # type: ignore[arg-type]
+        stats = pipeline.run(frames(), on_frame)
         ok = True
     finally:
         bar.close()

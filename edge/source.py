@@ -9,6 +9,8 @@ which is how a recorded file stands in for a live camera.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -90,3 +92,45 @@ class VideoFileSource:
 
     def close(self) -> None:
         self.cap.release()
+
+
+def prefetch(frames: Iterator[Frame], depth: int = 4) -> Iterator[Frame]:
+    """Decode ahead in a thread, through a bounded queue, so decoding overlaps inference.
+
+    Replays need every frame, so the queue blocks rather than dropping (live sources use
+    latest-frame-wins instead). A decoder error is re-raised in the consumer.
+    """
+    q: queue.Queue[Frame | BaseException | None] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Frame | BaseException | None) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def worker() -> None:
+        try:
+            for f in frames:
+                if not put(f):
+                    return
+            put(None)
+        except BaseException as exc:  # handed to the consumer, not lost in the thread
+            put(exc)
+
+    thread = threading.Thread(target=worker, name="decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
