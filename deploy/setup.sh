@@ -28,6 +28,14 @@ if [[ "$extras" == *dev* ]] && ! command -v mosquitto >/dev/null && [[ ! -x /usr
     sudo apt-get update -qq && sudo apt-get install -y -qq mosquitto >/dev/null
   fi
 fi
+if [[ "$extras" == *dev* ]] && ! command -v espeak-ng >/dev/null; then
+  echo "setup: installing espeak-ng (offline Mandarin speech for the loudspeaker agent)"
+  if [[ $(id -u) -eq 0 ]]; then
+    apt-get update -qq && apt-get install -y -qq espeak-ng alsa-utils >/dev/null
+  else
+    sudo apt-get update -qq && sudo apt-get install -y -qq espeak-ng alsa-utils >/dev/null
+  fi
+fi
 .venv/bin/perimeter models verify >/dev/null || {
   echo "setup: model files missing or corrupt; run: .venv/bin/perimeter models verify" >&2
   exit 1

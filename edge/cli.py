@@ -63,6 +63,14 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("name", nargs="*", help="model names (default: all)")
     v = msub.add_parser("verify", help="check every file's sha256")
     v.add_argument("name", nargs="*", help="model names (default: all)")
+
+    from central.main import add_parser as add_central
+
+    add_central(sub)
+    from central.speaker import add_arguments as add_speaker_arguments
+
+    add_speaker_arguments(sub.add_parser(
+        "speaker", help="loudspeaker agent: speak the central's MQTT commands (espeak-ng)"))
     return p
 
 
@@ -139,6 +147,14 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_replay(args)
         if args.command == "config":
             return cmd_config_check(args)
+        if args.command == "central":
+            from central.main import run as run_central
+
+            return run_central(args)
+        if args.command == "speaker":
+            from central.speaker import run as run_speaker
+
+            return run_speaker(args)
         return cmd_models(args)
     except ConfigError as exc:
         for line in exc.lines:

@@ -1,0 +1,114 @@
+"""HTTP API for operators and the console: incidents, acknowledge, resolve, statistics.
+
+OpenAPI at ``/openapi.json`` (docs at ``/docs``). Every route but ``/health`` needs
+``Authorization: Bearer <token>``. Acknowledging and resolving name the person; resolving
+needs a note, because closing the loop means saying what was done.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+from collections import Counter
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from central.incidents import LifecycleError, Status
+from central.service import Aggregator
+
+
+class Acknowledge(BaseModel):
+    by: str = Field(min_length=1, max_length=100, description="who acknowledges")
+
+
+class Resolve(BaseModel):
+    by: str = Field(min_length=1, max_length=100, description="who resolves")
+    note: str = Field(min_length=1, max_length=4000, description="what was done")
+
+
+def create_app(aggregator: Aggregator, token: str) -> FastAPI:
+    """The API bound to one aggregator; ``token`` is the shared bearer token."""
+    if len(token) < 16:
+        raise ValueError("the API token must be at least 16 characters")
+    app = FastAPI(title="perimeter central", version="1",
+                  description="Incidents from perimeter alarms, kept until a person "
+                              "resolves them.")
+    bearer = HTTPBearer(auto_error=False)
+
+    # A default rather than Annotated: the local ``bearer`` is invisible to FastAPI's
+    # resolution of postponed annotations, which would make ``cred`` a query parameter.
+    def auth(cred: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:  # noqa: B008
+        if cred is None or not hmac.compare_digest(cred.credentials.encode(), token.encode()):
+            raise HTTPException(401, "missing or wrong bearer token",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    Auth = Depends(auth)
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        try:
+            redis_ok = bool(aggregator.store.r.ping())
+        except Exception:
+            redis_ok = False
+        return {"status": "ok" if redis_ok else "degraded", "redis": redis_ok,
+                "incidents_open": sum(1 for i in aggregator.incidents()
+                                      if i.status is not Status.RESOLVED),
+                "messages": dict(aggregator.counts)}
+
+    @app.get("/incidents", dependencies=[Auth])
+    def list_incidents(status: Status | None = None, zone: str | None = None,
+                       site: str | None = None, kind: str | None = None,
+                       since: float | None = None,
+                       limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
+        out = []
+        for inc in aggregator.incidents():
+            if ((status and inc.status is not status) or (zone and inc.zone != zone)
+                    or (site and inc.site != site) or (kind and kind not in inc.kinds)
+                    or (since is not None and inc.last_activity < since)):
+                continue
+            out.append(inc.to_dict())
+            if len(out) >= limit:
+                break
+        return out
+
+    @app.get("/incidents/{incident_id}", dependencies=[Auth])
+    def get_incident(incident_id: str) -> dict[str, Any]:
+        try:
+            inc = aggregator.book.get(incident_id)
+        except KeyError:
+            raise HTTPException(404, f"no incident {incident_id}") from None
+        return {**inc.to_dict(), "events": aggregator.store.events(incident_id)}
+
+    def lifecycle(fn: Any, incident_id: str, *args: str) -> dict[str, Any]:
+        try:
+            return dict(fn(incident_id, *args).to_dict())
+        except KeyError:
+            raise HTTPException(404, f"no incident {incident_id}") from None
+        except LifecycleError as exc:
+            raise HTTPException(409, str(exc)) from None
+
+    @app.post("/incidents/{incident_id}/acknowledge", dependencies=[Auth])
+    def acknowledge(incident_id: str, body: Acknowledge) -> dict[str, Any]:
+        return lifecycle(aggregator.acknowledge, incident_id, body.by)
+
+    @app.post("/incidents/{incident_id}/resolve", dependencies=[Auth])
+    def resolve(incident_id: str, body: Resolve) -> dict[str, Any]:
+        return lifecycle(aggregator.resolve, incident_id, body.by, body.note)
+
+    @app.get("/stats", dependencies=[Auth])
+    def stats(days: Annotated[int, Query(ge=1, le=366)] = 30) -> dict[str, Any]:
+        """Incidents per zone and day (UTC): the input for grading zones high/medium/low."""
+        since = aggregator.clock() - days * 86400
+        per: Counter[tuple[str, str, str]] = Counter()
+        for inc in aggregator.incidents():
+            if inc.opened_at >= since:
+                day = dt.datetime.fromtimestamp(inc.opened_at, dt.UTC).date().isoformat()
+                per[(inc.site, inc.zone, day)] += 1
+        return {"days": days, "per_zone_day": [
+            {"site": s, "zone": z, "day": d, "incidents": n}
+            for (s, z, d), n in sorted(per.items())]}
+
+    return app

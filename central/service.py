@@ -1,0 +1,134 @@
+"""The aggregator: validates alarm messages, merges them into incidents, persists every change.
+
+Transport-agnostic: the MQTT intake hands it raw payloads with their topic, the HTTP API
+calls ``acknowledge``/``resolve``. A bad message never raises out of ``ingest``: it is counted
+by reason and kept in the dead-letter stream. One lock serialises changes to the book, so the
+broker's network thread and the API's threads never interleave half an update.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from central.incidents import Applied, Incident, IncidentBook
+from central.store import RedisStore
+from zones.alarm import Alarm
+
+log = logging.getLogger(__name__)
+
+MAX_PAYLOAD = 64 * 1024
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    accepted: bool
+    reason: str = ""
+    applied: Applied | None = None
+
+
+def site_from_topic(topic: str, prefix: str = "perimeter/v1") -> str | None:
+    """``{prefix}/{site}/alarm/{camera}/{zone}/{kind}`` -> site, or None if not that shape."""
+    if not topic.startswith(prefix + "/"):
+        return None
+    parts = topic[len(prefix) + 1:].split("/")
+    if len(parts) != 5 or parts[1] != "alarm":
+        return None
+    return parts[0]
+
+
+class Aggregator:
+    """Incident book + Redis store behind one lock."""
+
+    def __init__(self, store: RedisStore, book: IncidentBook | None = None, *,
+                 known_zones: Collection[str] | None = None, prefix: str = "perimeter/v1",
+                 clock: Callable[[], float] = time.time):
+        self.store = store
+        self.book = book or IncidentBook()
+        self.known_zones = set(known_zones) if known_zones else None
+        self.prefix = prefix
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.counts: Counter[str] = Counter()  # accepted, duplicate, and rejection reasons
+        self.listeners: list[Callable[[Applied], None]] = []
+
+    def restore(self) -> int:
+        with self.lock:
+            return self.store.load(self.book)
+
+    def _reject(self, payload: bytes, topic: str, reason: str) -> IngestResult:
+        self.counts[f"rejected:{reason.split(':')[0]}"] += 1
+        try:
+            self.store.dead_letter(payload, reason, topic)
+        except Exception:  # the dead-letter stream must never take the intake down
+            log.exception("cannot write dead letter", extra={"reason": reason})
+        return IngestResult(False, reason)
+
+    def parse(self, payload: bytes, topic: str) -> tuple[Alarm, str] | str:
+        """The alarm and its site, or the reason it is rejected."""
+        if len(payload) > MAX_PAYLOAD:
+            return f"too_large: {len(payload)} bytes"
+        site = site_from_topic(topic, self.prefix)
+        if site is None:
+            return f"bad_topic: {topic[:200]}"
+        try:
+            data = json.loads(payload)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return f"bad_json: {exc}"
+        if not isinstance(data, dict):
+            return "bad_json: not an object"
+        if data.get("schema") != "perimeter.alarm/1":
+            return f"bad_schema: {str(data.get('schema'))[:100]}"
+        try:
+            alarm = Alarm.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            return f"invalid: {where}: {first['msg']}"[:500]
+        if self.known_zones is not None and alarm.zone not in self.known_zones:
+            return f"unknown_zone: {alarm.zone[:100]}"
+        return alarm, site
+
+    def ingest(self, payload: bytes, topic: str) -> IngestResult:
+        """One message from an edge worker; never raises for bad input."""
+        parsed = self.parse(payload, topic)
+        if isinstance(parsed, str):
+            return self._reject(payload, topic, parsed)
+        alarm, site = parsed
+        with self.lock:
+            applied = self.book.apply(alarm, site, incident_id=str(uuid.uuid4()))
+            if applied is None:
+                self.counts["orphan_clear"] += 1
+                return IngestResult(False, "orphan_clear")
+            if applied.duplicate:
+                self.counts["duplicate"] += 1
+                return IngestResult(True, "duplicate", applied)
+            self.store.record("alarm", applied.incident, json.loads(alarm.to_json()))
+            self.counts["accepted"] += 1
+        for listener in self.listeners:
+            listener(applied)
+        return IngestResult(True, "", applied)
+
+    def acknowledge(self, incident_id: str, who: str) -> Incident:
+        with self.lock:
+            inc = self.book.acknowledge(incident_id, who, self.clock())
+            self.store.record("acknowledged", inc, {"by": who})
+            return inc
+
+    def resolve(self, incident_id: str, who: str, note: str) -> Incident:
+        with self.lock:
+            inc = self.book.resolve(incident_id, who, note, self.clock())
+            self.store.record("resolved", inc, {"by": who, "note": note})
+            return inc
+
+    def incidents(self) -> list[Incident]:
+        with self.lock:
+            return sorted(self.book.incidents.values(), key=lambda i: -i.opened_at)

@@ -1,0 +1,99 @@
+"""Redis persistence of the incident book: an append-only event log and the current state.
+
+Every change is written in one MULTI/EXEC transaction: the event goes to the stream
+``{ns}:events`` (the audit trail: who acknowledged what, when, with which note) and the
+incident's new state replaces its field in the hash ``{ns}:incidents``. A restarted
+aggregator rebuilds its book from that hash, so nothing open is forgotten; the stream is
+trimmed to ``retention_s`` (resolved incidents older than that leave the hash too).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import redis
+
+from central.incidents import Incident, IncidentBook, Status
+from zones.alarm import Severity
+
+log = logging.getLogger(__name__)
+
+
+def incident_from_dict(d: dict[str, Any]) -> Incident:
+    return Incident(
+        id=d["id"], site=d["site"], group=d["group"], zone=d["zone"],
+        zone_kind=d["zone_kind"], risk=d["risk"], severity=Severity(d["severity"]),
+        opened_at=d["opened_at"], last_activity=d["last_activity"],
+        status=Status(d["status"]), alarms=d["alarms"], cameras=set(d["cameras"]),
+        sources=set(d["sources"]), kinds=set(d["kinds"]),
+        escalation_level=d["escalation_level"], acknowledged_by=d["acknowledged_by"],
+        acknowledged_at=d["acknowledged_at"], resolved_by=d["resolved_by"],
+        resolved_at=d["resolved_at"], note=d["note"],
+    )
+
+
+class RedisStore:
+    """Reads and writes the book's state in Redis under the key prefix ``ns``."""
+
+    def __init__(self, client: redis.Redis, ns: str = "perimeter",
+                 retention_s: float = 30 * 86400):
+        self.r = client
+        self.ns = ns
+        self.retention_s = retention_s
+        self.events_key = f"{ns}:events"
+        self.incidents_key = f"{ns}:incidents"
+        self.deadletter_key = f"{ns}:deadletter"
+
+    def record(self, kind: str, incident: Incident, data: dict[str, Any]) -> str:
+        """Append one event and store the incident's state, atomically; returns the entry id."""
+        pipe = self.r.pipeline(transaction=True)
+        pipe.xadd(self.events_key, {
+            "type": kind, "incident": incident.id, "t": f"{time.time():.6f}",
+            "data": json.dumps(data, separators=(",", ":")),
+        })
+        pipe.hset(self.incidents_key, incident.id,
+                  json.dumps(incident.to_dict(), separators=(",", ":")))
+        entry_id, _ = pipe.execute()
+        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+    def dead_letter(self, payload: bytes, reason: str, topic: str = "",
+                    max_len: int = 100_000) -> None:
+        """Keep a rejected message (truncated to 64 KiB) with why it was rejected."""
+        self.r.xadd(self.deadletter_key, {
+            "reason": reason[:1000], "topic": topic[:500], "t": f"{time.time():.6f}",
+            "payload": payload[:65536],
+        }, maxlen=max_len, approximate=True)
+
+    def load(self, book: IncidentBook) -> int:
+        """Fill an empty book from Redis; returns how many incidents it holds."""
+        raw: dict[bytes, bytes] = self.r.hgetall(self.incidents_key)  # type: ignore[assignment]
+        for value in raw.values():
+            book.restore(incident_from_dict(json.loads(value)))
+        return len(raw)
+
+    def events(self, incident_id: str | None = None, count: int = 1000) -> list[dict[str, Any]]:
+        """The newest events (optionally of one incident), oldest first."""
+        out = []
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = self.r.xrevrange(  # type: ignore[assignment]
+            self.events_key, count=count)
+        for entry_id, fields in reversed(entries):
+            f = {k.decode(): v.decode() for k, v in fields.items()}
+            if incident_id is None or f["incident"] == incident_id:
+                out.append({"id": entry_id.decode(), "type": f["type"],
+                            "incident": f["incident"], "t": float(f["t"]),
+                            "data": json.loads(f["data"])})
+        return out
+
+    def trim(self, book: IncidentBook, now: float) -> int:
+        """Apply retention: drop old stream entries and resolved incidents past it."""
+        cutoff = now - self.retention_s
+        self.r.xtrim(self.events_key, minid=f"{int(cutoff * 1000)}-0", approximate=True)
+        old = [i.id for i in book.incidents.values()
+               if i.status is Status.RESOLVED and (i.resolved_at or now) < cutoff]
+        if old:
+            self.r.hdel(self.incidents_key, *old)
+        book.forget_resolved(cutoff)
+        return len(old)

@@ -1,0 +1,128 @@
+"""The whole aggregator with real Mosquitto and Redis: an edge alarm becomes an incident, a
+speaker command and a signed webhook; an unanswered incident escalates; a restart of Redis
+loses nothing."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from central.config import CentralConfig
+from central.notify import verify_signature
+from central.runtime import Central
+from edge.mqtt import MqttSink
+from tests.conftest import free_port
+from tests.test_incidents import alarm
+
+SECRET = "webhook-secret-for-tests"
+
+
+class Receiver:
+    """A governance-centre stand-in: checks signatures, records bodies by idempotency key."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.bodies: queue.Queue[dict[str, Any]] = queue.Queue()
+        received = self.bodies
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                ok = verify_signature(SECRET.encode(), self.headers["X-Perimeter-Timestamp"],
+                                      body, self.headers["X-Perimeter-Signature"])
+                self.send_response(200 if ok else 401)
+                self.end_headers()
+                if ok:
+                    received.put({"key": self.headers["Idempotency-Key"],
+                                  **json.loads(body)})
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def setup(mqtt_broker: tuple[str, int], redis_url: str, redis_ns: str,
+          monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Central, Receiver, str, Any]]:
+    monkeypatch.setenv("TEST_WEBHOOK_SECRET", SECRET)
+    receiver = Receiver()
+    site = redis_ns.replace(":", "-")[-30:]
+    config = CentralConfig.model_validate({
+        "central": {"ack_timeout_s": {"high": 1.0}, "escalation_repeat_s": 1.0},
+        "speakers": [{"id": "spk-bank", "zones": ["bank"]}],
+        "notifiers": [{"id": "gov", "kind": "webhook", "secret_env": "TEST_WEBHOOK_SECRET",
+                       "url": f"http://127.0.0.1:{receiver.port}/alarms"}],
+        "plans": [{"name": "water", "first": {"speak": {"text": "水深危险，请勿靠近！"},
+                                              "notify": ["gov"]},
+                   "escalation": [{"speak": {"text": "请立即离开！", "priority": 9},
+                                   "notify": ["gov"]}]}],
+    })
+    host, port = mqtt_broker
+    central = Central(config, redis_url, host, port, ns=redis_ns, client_id=f"c-{site}")
+    central.intake.topic = f"perimeter/v1/{site}/alarm/#"
+    commands: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
+    spk = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"spk-{site}")
+    spk.on_message = lambda _c, _u, m: commands.put((m.topic, json.loads(m.payload)))
+    spk.connect(host, port)
+    spk.subscribe(f"perimeter/v1/{site}/speaker/+/command", qos=1)
+    spk.loop_start()
+    central.start()
+    try:
+        yield central, receiver, site, commands
+    finally:
+        central.stop()
+        spk.loop_stop()
+        spk.disconnect()
+        receiver.close()
+
+
+def test_alarm_to_speaker_and_governance_then_escalation(setup: Any) -> None:
+    central, receiver, site, commands = setup
+    host, port = central.mqtt_addr
+    sink = MqttSink(host, port, edge_id=f"e-{site}", site=site)
+    sink.open()
+    now = time.time()
+    sink.emit(alarm("bank", now, camera="c1"))
+    sink.emit(alarm("bank", now + 1, camera="c2", track=2))  # merged: no second warning
+    sink.close()
+
+    topic, cmd = commands.get(timeout=10)
+    assert topic == f"perimeter/v1/{site}/speaker/spk-bank/command"
+    assert cmd["text"] == "水深危险，请勿靠近！"
+    first = receiver.bodies.get(timeout=10)
+    assert first["zone"] == "bank" and first["gb28181_alarm_types"] == [6]
+    wait_for(lambda: central.aggregator.counts["accepted"] == 2)
+    (inc,) = central.aggregator.incidents()
+    assert inc.cameras == {"c1", "c2"}
+
+    # Nobody acknowledges within 1 s (and the speaker never answers): it escalates.
+    topic, cmd = commands.get(timeout=10)
+    assert cmd["text"] == "请立即离开！" and cmd["priority"] == 9
+    second = receiver.bodies.get(timeout=10)
+    assert second["escalation_level"] >= 1 and second["key"] != first["key"]
+    central.aggregator.acknowledge(inc.id, "wang")
+    types = [e["type"] for e in central.store.events(inc.id)]
+    assert types[:2] == ["alarm", "speaker_command"] and "escalated" in types
+    assert types[-1] == "acknowledged"
