@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 import supervision as sv
 
-from zones.alarm import Alarm, AlarmKind, AlarmState, Evidence
+from benchmarks.entries import entry_alarm
+from zones.alarm import Alarm
 from zones.engine import CameraRules
 from zones.tracks import Detections
 
@@ -40,17 +41,8 @@ def supervision_polygonzone(rules: CameraRules, frames: list[Detections]
             counts[z.fence.id].append(int(mask.sum()))
             now = {int(t) for t in f.track_ids[mask]}
             if "intrusion" in z.config.active_rules:
-                for i in np.flatnonzero(mask):
-                    tid = int(f.track_ids[i])
-                    if tid in inside_prev[z.fence.id]:
-                        continue
-                    box = tuple(float(v) for v in f.boxes[i])
-                    alarms.append(Alarm.make(
-                        kind=AlarmKind.INTRUSION, state=AlarmState.RAISED, camera=f.camera,
-                        zone=z.fence.id, zone_kind=z.fence.kind, risk=z.fence.risk,
-                        key=f"sv:{tid}", first_frame=f.frame, first_time=f.time,
-                        frame=f.frame, time=f.time, track_id=tid, track_ids=[tid],
-                        profile="supervision",
-                        evidence=Evidence(boxes=[box])))
+                alarms.extend(entry_alarm(f, int(i), z, "supervision")
+                              for i in np.flatnonzero(mask)
+                              if int(f.track_ids[i]) not in inside_prev[z.fence.id])
             inside_prev[z.fence.id] = now
     return alarms, counts

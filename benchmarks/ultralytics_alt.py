@@ -87,8 +87,9 @@ from ultralytics.solutions import solutions as ul_solutions
 from ultralytics.solutions.config import SolutionConfig
 from ultralytics.utils import YAML, checks
 
+from benchmarks.entries import entry_alarm
 from edge.ultra import offline_ultralytics
-from zones.alarm import Alarm, AlarmKind, AlarmState, Evidence
+from zones.alarm import Alarm
 from zones.engine import CameraRules, ZoneRules
 from zones.tracks import UNTRACKED, Detections
 
@@ -237,12 +238,5 @@ def ultralytics_regioncounter(rules: CameraRules, frames: list[Detections], *,
                 if entries == "in" and direction != "IN":
                     continue
                 i = int(np.flatnonzero(f.track_ids == tid)[0])
-                x1, y1, x2, y2 = (float(v) for v in f.boxes[i])
-                alarms.append(Alarm.make(
-                    kind=AlarmKind.INTRUSION, state=AlarmState.RAISED, camera=f.camera,
-                    zone=z.fence.id, zone_kind=z.fence.kind, risk=z.fence.risk,
-                    key=f"ul:{tid}", first_frame=f.frame, first_time=f.time,
-                    frame=f.frame, time=f.time, track_id=tid, track_ids=[tid],
-                    profile="ultralytics",
-                    evidence=Evidence(boxes=[(x1, y1, x2, y2)])))
+                alarms.append(entry_alarm(f, i, z, "ultralytics"))
     return alarms, counts

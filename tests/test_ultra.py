@@ -19,6 +19,7 @@ import pytest
 
 from edge.detectors import DetectorError
 from edge.ultra import OFFLINE_ENV, UltralyticsDetector
+from tests.netaudit import AUDIT_PRELUDE
 from zones.tracks import Detections
 
 pytestmark = pytest.mark.ultralytics
@@ -155,14 +156,7 @@ def test_unloadable_weights_name_the_file(tmp_path: Path, name: str) -> None:
     assert "cannot load" in message or "config" in message or ".xml" in message
 
 
-NO_NETWORK_PROBE = """
-import json, sys
-events = []
-def hook(event, args):
-    spawn = event == "subprocess.Popen" and any(k in str(args) for k in ("pip", "uv", "apt"))
-    if event.startswith(("socket.", "urllib.", "http.")) or spawn:
-        events.append(f"{event} {args!r}"[:200])
-sys.addaudithook(hook)
+NO_NETWORK_PROBE = AUDIT_PRELUDE + """
 from pathlib import Path
 import numpy as np
 from edge.ultra import UltralyticsDetector

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.netaudit import AUDIT_PRELUDE
 from zones.config import ZoneConfig
 from zones.engine import CameraRules
 from zones.geometry import ZoneKind
@@ -129,14 +130,7 @@ def test_untracked_rows_are_ignored() -> None:
     assert alarms == [] and counts == {"edge": [0, 0]}
 
 
-NO_NETWORK_PROBE = """
-import json, sys
-events = []
-def hook(event, args):
-    spawn = event == "subprocess.Popen" and any(k in str(args) for k in ("pip", "uv", "apt"))
-    if event.startswith(("socket.", "urllib.", "http.")) or spawn:
-        events.append(f"{event} {args!r}"[:200])
-sys.addaudithook(hook)
+NO_NETWORK_PROBE = AUDIT_PRELUDE + """
 from benchmarks.ultralytics_alt import ultralytics_regioncounter  # first: it must set the env
 from tests.test_ultralytics_alt import STANDER, WALKER, frames, rules
 alarms, counts = ultralytics_regioncounter(rules(), frames({1: WALKER, 2: STANDER}))
