@@ -1,8 +1,9 @@
 """HTTP API for operators and the console: incidents, acknowledge, resolve, statistics.
 
-OpenAPI at ``/openapi.json`` (docs at ``/docs``). Every route but ``/health`` needs
-``Authorization: Bearer <token>``. Acknowledging and resolving name the person; resolving
-needs a note, because closing the loop means saying what was done.
+OpenAPI at ``/openapi.json`` (docs at ``/docs``). Every route but ``/health`` and
+``/metrics`` (Prometheus text format) needs ``Authorization: Bearer <token>``. Acknowledging
+and resolving name the person; resolving needs a note, because closing the loop means saying
+what was done.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import hmac
 from collections import Counter
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query
+from fastapi import Depends, FastAPI, HTTPException, Query, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from pydantic import BaseModel, Field
 
 from central.incidents import LifecycleError, Status
@@ -29,8 +31,13 @@ class Resolve(BaseModel):
     note: str = Field(min_length=1, max_length=4000, description="what was done")
 
 
-def create_app(aggregator: Aggregator, token: str) -> FastAPI:
-    """The API bound to one aggregator; ``token`` is the shared bearer token."""
+def create_app(aggregator: Aggregator, token: str, *,
+               registry: CollectorRegistry | None = None) -> FastAPI:
+    """The API bound to one aggregator; ``token`` is the shared bearer token.
+
+    ``/metrics`` serves ``registry``: by default the one the aggregator's metrics live in,
+    else prometheus-client's process-wide ``REGISTRY``.
+    """
     if len(token) < 16:
         raise ValueError("the API token must be at least 16 characters")
     app = FastAPI(title="perimeter central", version="1",
@@ -57,6 +64,15 @@ def create_app(aggregator: Aggregator, token: str) -> FastAPI:
                 "incidents_open": sum(1 for i in aggregator.incidents()
                                       if i.status is not Status.RESOLVED),
                 "messages": dict(aggregator.counts)}
+
+    scraped = registry if registry is not None else (
+        aggregator.metrics.registry if aggregator.metrics is not None else REGISTRY)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        """Prometheus text format; no token, like ``/health`` (bind the API to a trusted
+        network)."""
+        return Response(generate_latest(scraped), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/incidents", dependencies=[Auth])
     def list_incidents(status: Status | None = None, zone: str | None = None,

@@ -29,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
 
     from central.api import create_app
     from central.config import load_central_config
+    from central.metrics import default_metrics
     from central.runtime import Central
 
     loaded = load_central_config(args.config)
@@ -39,9 +40,10 @@ def run(args: argparse.Namespace) -> int:
     host, _, port = args.mqtt.rpartition(":")
     central = Central(loaded.config, args.redis, host or "127.0.0.1", int(port),
                       ns=args.namespace, client_id=args.client_id,
-                      share_group=args.share_group)
+                      share_group=args.share_group, metrics=default_metrics())
     central.start()
-    print(f"central: API http://{args.api_host}:{args.api_port}/docs, MQTT {args.mqtt}, "
+    print(f"central: API http://{args.api_host}:{args.api_port}/docs, metrics "
+          f"http://{args.api_host}:{args.api_port}/metrics, MQTT {args.mqtt}, "
           f"Redis {args.redis}", flush=True)
     try:
         uvicorn.run(create_app(central.aggregator, token), host=args.api_host,

@@ -22,6 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from central.config import CentralConfig
 from central.incidents import Applied, IncidentBook
 from central.intake import MqttIntake
+from central.metrics import CentralMetrics
 from central.notify import build_notifiers
 from central.plans import Notification, Planner, SpeakerCommand
 from central.service import Aggregator
@@ -36,13 +37,15 @@ class Central:
 
     def __init__(self, config: CentralConfig, redis_url: str, mqtt_host: str, mqtt_port: int,
                  *, ns: str = "perimeter", client_id: str = "perimeter-central",
-                 share_group: str | None = None):
+                 share_group: str | None = None, metrics: CentralMetrics | None = None):
         settings = config.central
         self.config = config
         self.redis = redis.Redis.from_url(redis_url)
         self.store = RedisStore(self.redis, ns=ns, retention_s=settings.retention_days * 86400)
         book = IncidentBook(settings.merge_window_s, settings.neighbours)
-        self.aggregator = Aggregator(self.store, book, known_zones=settings.known_zones)
+        self.metrics = metrics
+        self.aggregator = Aggregator(self.store, book, known_zones=settings.known_zones,
+                                     metrics=metrics)
         self.planner = Planner(config)
         self.intake = MqttIntake(self.aggregator, mqtt_host, mqtt_port, client_id=client_id,
                                  share_group=share_group)
@@ -56,6 +59,8 @@ class Central:
         self._ticker = threading.Thread(target=self._tick_loop, name="central-ticker",
                                         daemon=True)
         self.commands_sent = 0
+        if metrics is not None:
+            metrics.attach(intake=self.intake, notifiers=self.notifiers)
 
     def start(self) -> None:
         restored = self.aggregator.restore()
@@ -79,21 +84,34 @@ class Central:
     def _on_applied(self, applied: Applied) -> None:
         if applied.new_incident:
             inc = applied.incident
-            self.execute(inc.site, self.planner.on_incident(inc, time.time()))
+            self.execute(inc.site, self.planner.on_incident(inc, time.time()),
+                         started=self.aggregator.ingest_started())
 
-    def execute(self, site: str, effects: list[SpeakerCommand | Notification]) -> None:
-        """Send speaker commands over MQTT and queue notifications in their outboxes."""
+    def execute(self, site: str, effects: list[SpeakerCommand | Notification], *,
+                started: float | None = None) -> None:
+        """Send speaker commands over MQTT and queue notifications in their outboxes.
+
+        ``started``: ``time.perf_counter()`` when the triggering message's ingest began (for
+        the intake-to-speaker-command latency metric).
+        """
+        m = self.metrics
         for eff in effects:
             if isinstance(eff, SpeakerCommand):
                 cid = str(uuid.uuid4())
                 self.publisher.publish(command_topic(site, eff.speaker),
                                        command_payload(eff, cid, time.time()), qos=1)
+                if m is not None:
+                    if started is not None:
+                        m.intake_to_command.observe(time.perf_counter() - started)
+                    m.speaker_commands.labels(eff.speaker).inc()
                 self.commands_sent += 1
                 self._log_effect(eff.incident, "speaker_command",
                                  {"speaker": eff.speaker, "command_id": cid, "level": eff.level})
             else:
                 key = f"{eff.incident}:{eff.payload['escalation_level']}:{eff.notifier}"
                 self.notifiers[eff.notifier].enqueue(eff.payload, key)
+                if m is not None:
+                    m.notifications.labels(eff.notifier).inc()
                 self._log_effect(eff.incident, "notification",
                                  {"notifier": eff.notifier, "idempotency_key": key})
 
@@ -112,6 +130,8 @@ class Central:
             for inc in due:
                 self.store.record("escalated", inc, {"level": inc.escalation_level})
         for inc in due:
+            if self.metrics is not None:
+                self.metrics.escalations.labels(inc.risk).inc()
             self.execute(inc.site, self.planner.on_escalation(inc, now))
 
     def _tick_loop(self) -> None:

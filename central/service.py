@@ -16,12 +16,16 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from central.incidents import Applied, Incident, IncidentBook
 from central.store import RedisStore
 from zones.alarm import Alarm
+
+if TYPE_CHECKING:
+    from central.metrics import CentralMetrics
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +54,8 @@ class Aggregator:
 
     def __init__(self, store: RedisStore, book: IncidentBook | None = None, *,
                  known_zones: Collection[str] | None = None, prefix: str = "perimeter/v1",
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time,
+                 metrics: CentralMetrics | None = None):
         self.store = store
         self.book = book or IncidentBook()
         self.known_zones = set(known_zones) if known_zones else None
@@ -59,17 +64,28 @@ class Aggregator:
         self.lock = threading.Lock()
         self.counts: Counter[str] = Counter()  # accepted, duplicate, and rejection reasons
         self.listeners: list[Callable[[Applied], None]] = []
+        self.metrics = metrics
+        self._ingesting = threading.local()  # perf_counter at the start of this thread's ingest
+        if metrics is not None:
+            metrics.attach(aggregator=self)
 
     def restore(self) -> int:
         with self.lock:
             return self.store.load(self.book)
 
     def _reject(self, payload: bytes, topic: str, reason: str) -> IngestResult:
-        self.counts[f"rejected:{reason.split(':')[0]}"] += 1
+        code = reason.split(":")[0]
+        self.counts[f"rejected:{code}"] += 1
+        m = self.metrics
+        if m is not None:
+            m.rejected(code)
         try:
             self.store.dead_letter(payload, reason, topic)
         except Exception:  # the dead-letter stream must never take the intake down
             log.exception("cannot write dead letter", extra={"reason": reason})
+        else:
+            if m is not None:
+                m.dead_letters.labels(code).inc()
         return IngestResult(False, reason)
 
     def parse(self, payload: bytes, topic: str) -> tuple[Alarm, str] | str:
@@ -99,6 +115,21 @@ class Aggregator:
 
     def ingest(self, payload: bytes, topic: str) -> IngestResult:
         """One message from an edge worker; never raises for bad input."""
+        if self.metrics is None:
+            return self._ingest(payload, topic, None)
+        self._ingesting.started = time.perf_counter()
+        try:
+            return self._ingest(payload, topic, self.metrics)
+        finally:
+            self._ingesting.started = None
+
+    def ingest_started(self) -> float | None:
+        """``time.perf_counter()`` at the start of the ``ingest`` running in this thread
+        (listeners use it to time their effects); None outside one or without metrics."""
+        return getattr(self._ingesting, "started", None)
+
+    def _ingest(self, payload: bytes, topic: str, m: CentralMetrics | None) -> IngestResult:
+        received = self.clock() if m is not None else 0.0
         parsed = self.parse(payload, topic)
         if isinstance(parsed, str):
             return self._reject(payload, topic, parsed)
@@ -107,12 +138,27 @@ class Aggregator:
             applied = self.book.apply(alarm, site, incident_id=str(uuid.uuid4()))
             if applied is None:
                 self.counts["orphan_clear"] += 1
+                if m is not None:
+                    m.orphan_clear.inc()
                 return IngestResult(False, "orphan_clear")
             if applied.duplicate:
                 self.counts["duplicate"] += 1
+                if m is not None:
+                    m.duplicate.inc()
                 return IngestResult(True, "duplicate", applied)
-            self.store.record("alarm", applied.incident, json.loads(alarm.to_json()))
+            try:
+                self.store.record("alarm", applied.incident, json.loads(alarm.to_json()))
+            except Exception:
+                if m is not None:
+                    m.error.inc()
+                raise
             self.counts["accepted"] += 1
+        if m is not None:
+            m.accepted.inc()
+            m.alarms.labels(alarm.kind.value, alarm.zone).inc()
+            m.edge_to_intake.observe(max(0.0, received - alarm.time))
+            if applied.new_incident:
+                m.incidents_opened.labels(site, applied.incident.zone).inc()
         for listener in self.listeners:
             listener(applied)
         return IngestResult(True, "", applied)

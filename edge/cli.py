@@ -50,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--max-frames", type=int, help="stop after this many frames")
     r.add_argument("--quiet", action="store_true", help="no alarm lines on stdout")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--metrics-port", type=int,
+                   help="serve Prometheus /metrics on 127.0.0.1:PORT")
 
     c = sub.add_parser("config", help="config tools")
     csub = c.add_subparsers(dest="config_command", required=True)
@@ -82,7 +84,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
                          annotate=args.annotate, realtime=args.realtime,
                          start_time=args.start_time, mqtt=args.mqtt, quiet=args.quiet,
                          progress=not args.no_progress and sys.stderr.isatty(),
-                         loop=args.loop, max_frames=args.max_frames)
+                         loop=args.loop, max_frames=args.max_frames,
+                         metrics_port=args.metrics_port)
     stats = run_replay(loaded, opts)
     print(summary_table(stats, f"({loaded.config.detector.model})"))
     if args.alarms_out:

@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from edge.detectors import Detector
 from edge.sinks import AlarmSink
@@ -21,6 +22,9 @@ from edge.tracker import ByteTracker
 from zones.alarm import Alarm
 from zones.engine import CameraRules
 from zones.tracks import Detections
+
+if TYPE_CHECKING:
+    from edge.metrics import CameraMetrics, EdgeMetrics
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +58,15 @@ def peak_rss_mb() -> float:
 
 
 class CameraPipeline:
-    """Detector, tracker and rules of one camera, fanning alarm events out to sinks."""
+    """Detector, tracker and rules of one camera, fanning alarm events out to sinks.
+
+    With ``metrics`` (``edge.metrics.EdgeMetrics``) every frame also feeds the Prometheus
+    metrics; without, ``process`` does no metrics work at all.
+    """
 
     def __init__(self, camera: str, detector: Detector, tracker: ByteTracker,
-                 rules: CameraRules, sinks: Sequence[AlarmSink]):
+                 rules: CameraRules, sinks: Sequence[AlarmSink],
+                 metrics: EdgeMetrics | None = None):
         self.camera = camera
         self.detector = detector
         self.tracker = tracker
@@ -65,10 +74,13 @@ class CameraPipeline:
         self.sinks = list(sinks)
         self.stats = RunStats(camera=camera)
         self.last_tracks: Detections | None = None
+        self.metrics: CameraMetrics | None = (
+            metrics.camera(camera) if metrics is not None else None)
 
     def process(self, frame: Frame) -> list[Alarm]:
         """Run one frame through every stage; returns the alarm events it raised."""
         st = self.stats.stage_s
+        m = self.metrics
         t0 = time.perf_counter()
         dets = self.detector.detect(frame.image)
         h, w = frame.image.shape[:2]
@@ -84,6 +96,10 @@ class CameraPipeline:
                 sink.emit(alarm)
             self.stats.alarms[(alarm.kind.value, alarm.state.value)] += 1
             self.stats.by_zone[alarm.zone] += alarm.state.value == "raised"
+            if m is not None:
+                m.alarm(alarm.zone, alarm.kind.value, alarm.state.value)
+                m.frame_to_alarm.observe(time.perf_counter() - t0 if m.latency_from == "handoff"
+                                         else max(0.0, time.time() - frame.time))
         t4 = time.perf_counter()
         st["detect"] += t1 - t0
         st["track"] += t2 - t1
@@ -92,12 +108,19 @@ class CameraPipeline:
         self.stats.frames += 1
         self.stats.detections += len(dets)
         self.last_tracks = tracks
+        if m is not None:
+            m.stage["detect"].observe(t1 - t0)
+            m.stage["track"].observe(t2 - t1)
+            m.stage["rules"].observe(t3 - t2)
+            m.stage["sinks"].observe(t4 - t3)
+            m.frame_done(t0, t4)
         return events
 
     def run(self, frames: Iterable[Frame],
             on_frame: Callable[[Frame, list[Alarm]], None] | None = None) -> RunStats:
         """Process every frame until the source ends; decode time is counted here."""
         start = time.perf_counter()
+        m = self.metrics
         iterator = iter(frames)
         while True:
             t_dec = time.perf_counter()
@@ -105,10 +128,15 @@ class CameraPipeline:
                 frame = next(iterator)
             except StopIteration:
                 break
-            self.stats.stage_s["decode"] += time.perf_counter() - t_dec
+            dec = time.perf_counter() - t_dec
+            self.stats.stage_s["decode"] += dec
+            if m is not None:
+                m.stage["decode"].observe(dec)
             events = self.process(frame)
             if on_frame is not None:
                 on_frame(frame, events)
         self.stats.wall_s = time.perf_counter() - start
         self.stats.peak_rss_mb = peak_rss_mb()
+        if m is not None:
+            m.fps.set(self.stats.fps)
         return self.stats

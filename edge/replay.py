@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -29,6 +29,9 @@ from models.registry import ModelEntry, load_manifest
 from zones.alarm import Alarm
 from zones.engine import CameraRules, ZoneGeometryError
 from zones.profiles import Schedule
+
+if TYPE_CHECKING:
+    from edge.metrics import EdgeMetrics
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,7 @@ class ReplayOptions:
     progress: bool = True
     loop: bool = False
     max_frames: int | None = None
+    metrics_port: int | None = None  # serve Prometheus /metrics on 127.0.0.1:port
 
 
 def pick_camera(loaded: LoadedConfig, camera: str | None) -> tuple[int, CameraConfig]:
@@ -123,8 +127,19 @@ def run_replay(loaded: LoadedConfig, opts: ReplayOptions, out: IO[str] = sys.std
         sinks.append(MqttSink(m.host, m.port, edge_id=loaded.config.edge.id,
                               site=loaded.config.site.id, username=m.username,
                               password=m.password))
+    metrics: EdgeMetrics | None = None
+    if opts.metrics_port is not None:
+        from edge.metrics import default_metrics, serve  # prometheus-client: only when asked
+
+        metrics = default_metrics()
+        try:
+            serve(opts.metrics_port)
+        except OSError as exc:
+            source.close()
+            raise ConfigError([f"metrics port {opts.metrics_port}: cannot listen on "
+                               f"127.0.0.1:{opts.metrics_port}: {exc.strerror or exc}"]) from exc
     annot = Annotator(opts.annotate, source.fps, source.size, rules) if opts.annotate else None
-    pipeline = CameraPipeline(cam.id, detector, tracker, rules, sinks)
+    pipeline = CameraPipeline(cam.id, detector, tracker, rules, sinks, metrics)
     total = opts.max_frames or (source.frame_count if not opts.loop else None) or None
     bar = tqdm(total=total, unit="frame", desc=cam.id, disable=not opts.progress,
                file=sys.stderr, dynamic_ncols=True)

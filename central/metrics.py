@@ -1,0 +1,181 @@
+"""Prometheus metrics of the central aggregator.
+
+``CentralMetrics`` holds the metric objects in one ``CollectorRegistry`` (the process-wide
+``REGISTRY`` unless given: tests pass a fresh one); the HTTP API serves that registry at
+``/metrics``. Counters and histograms are updated where things happen; the gauges are read at
+scrape time from the objects ``attach``-ed (the aggregator, the MQTT intake, the notifiers),
+and a source that fails (Redis down) only drops its own samples, never the scrape.
+
+Where each is measured:
+
+``perimeter_central_messages_total{result}``
+    ``Aggregator.ingest``: ``accepted``, ``duplicate``, ``orphan_clear``,
+    ``rejected:<reason>`` (too_large, bad_topic, bad_json, bad_schema, invalid,
+    unknown_zone), and ``error`` when storing raised (Redis down; QoS 1 redelivers).
+``perimeter_central_dead_letters_total{reason}``
+    rejected messages written to the dead-letter stream (reason as above).
+``perimeter_central_incidents_opened_total{site,zone}``, ``perimeter_central_alarms_total``
+    ``{kind,zone}``: accepted alarm events (duplicates excluded) and the incidents they opened.
+``perimeter_central_edge_to_intake_seconds``
+    aggregator wall clock when ``ingest`` starts minus the alarm's ``time`` (the edge's frame
+    time), for accepted alarms; clock skew below zero is counted as 0. Replays with a
+    ``--start-time`` in the past land in ``+Inf``.
+``perimeter_central_intake_to_speaker_command_seconds``
+    from the start of ``ingest`` to the return of the MQTT publish of each speaker command of
+    a new incident's first plan step (escalations are not counted: no message triggered them).
+``perimeter_central_speaker_commands_total{speaker}``, ``perimeter_central_notifications_total``
+    ``{notifier}``: ``Central.execute`` (first steps and escalations); notifications once
+    stored in their outbox.
+``perimeter_central_escalations_total{risk}``
+    ``Central.tick``: incidents escalated because nobody acknowledged them in time.
+``perimeter_central_incidents_open``
+    at scrape time: incidents in the book not resolved.
+``perimeter_central_notifier_backlog{notifier}``
+    at scrape time: ``backlog()`` of each notifier (webhook: outbox entries not yet delivered
+    or dead), or ``unacknowledged()`` (MQTT bridge: messages not yet acknowledged by the
+    broker); a notifier whose read fails is left out of that scrape.
+``perimeter_central_mqtt_reconnects``
+    at scrape time: the intake's disconnect count since start.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+log = logging.getLogger(__name__)
+
+EDGE_TO_INTAKE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                          60.0)
+INTAKE_TO_COMMAND_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                             1.0, 2.5)
+
+
+class _StateCollector(Collector):
+    """The scrape-time gauges, read from whatever ``CentralMetrics.attach`` was given."""
+
+    def __init__(self, metrics: CentralMetrics):
+        self.metrics = metrics
+
+    def describe(self) -> Iterable[Metric]:
+        # Names only, so registering never reads the (not yet attached) sources.
+        return [GaugeMetricFamily("perimeter_central_incidents_open", ""),
+                GaugeMetricFamily("perimeter_central_notifier_backlog", "", labels=["notifier"]),
+                GaugeMetricFamily("perimeter_central_mqtt_reconnects", "")]
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        open_ = GaugeMetricFamily("perimeter_central_incidents_open",
+                                  "Incidents not yet resolved")
+        if m.aggregator is not None:
+            n = _open_incidents(m.aggregator)
+            if n is not None:
+                open_.add_metric([], n)
+        yield open_
+        backlog = GaugeMetricFamily("perimeter_central_notifier_backlog",
+                                    "Notifications stored but not yet delivered, per notifier",
+                                    labels=["notifier"])
+        for nid, notifier in list(m.notifiers.items()):
+            read = getattr(notifier, "backlog", None) or getattr(notifier, "unacknowledged", None)
+            if read is None:
+                continue
+            try:
+                backlog.add_metric([nid], float(read()))
+            except Exception as exc:  # Redis down: leave this sample out, keep the scrape
+                log.debug("notifier backlog unreadable", extra={"notifier": nid,
+                                                                "error": str(exc)})
+        yield backlog
+        reconnects = GaugeMetricFamily("perimeter_central_mqtt_reconnects",
+                                       "MQTT intake disconnections since start")
+        if m.intake is not None:
+            reconnects.add_metric([], float(getattr(m.intake, "reconnects", 0)))
+        yield reconnects
+
+
+def _open_incidents(aggregator: Any) -> float | None:
+    """Unresolved incidents, read without the aggregator's lock (a Redis stall holds it)."""
+    for _ in range(3):
+        try:
+            incidents = list(aggregator.book.incidents.values())
+        except RuntimeError:  # changed size while copied: try again
+            continue
+        return float(sum(1 for i in incidents if i.status.value != "resolved"))
+    return None
+
+
+class CentralMetrics:
+    """The aggregator's metric objects in one registry (default: the process-wide one)."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY):
+        self.registry = registry
+        self.messages = Counter("perimeter_central_messages",
+                                "Alarm messages handed to the aggregator, by result",
+                                ["result"], registry=registry)
+        self.dead_letters = Counter("perimeter_central_dead_letters",
+                                    "Rejected messages written to the dead-letter stream",
+                                    ["reason"], registry=registry)
+        self.incidents_opened = Counter("perimeter_central_incidents_opened",
+                                        "Incidents opened", ["site", "zone"], registry=registry)
+        self.alarms = Counter("perimeter_central_alarms",
+                              "Accepted alarm events (duplicates excluded)", ["kind", "zone"],
+                              registry=registry)
+        self.edge_to_intake = Histogram(
+            "perimeter_central_edge_to_intake_seconds",
+            "Aggregator receive wall time minus the alarm's (edge frame) time",
+            buckets=EDGE_TO_INTAKE_BUCKETS, registry=registry)
+        self.intake_to_command = Histogram(
+            "perimeter_central_intake_to_speaker_command_seconds",
+            "Seconds from the start of ingesting an alarm to publishing its speaker command",
+            buckets=INTAKE_TO_COMMAND_BUCKETS, registry=registry)
+        self.speaker_commands = Counter("perimeter_central_speaker_commands",
+                                        "Speaker commands published", ["speaker"],
+                                        registry=registry)
+        self.notifications = Counter("perimeter_central_notifications",
+                                     "Notifications stored in their notifier's outbox",
+                                     ["notifier"], registry=registry)
+        self.escalations = Counter("perimeter_central_escalations",
+                                   "Incidents escalated for want of acknowledgement", ["risk"],
+                                   registry=registry)
+        # children touched per message, bound once
+        self.accepted = self.messages.labels("accepted")
+        self.duplicate = self.messages.labels("duplicate")
+        self.orphan_clear = self.messages.labels("orphan_clear")
+        self.error = self.messages.labels("error")
+        self.aggregator: Any = None
+        self.intake: Any = None
+        self.notifiers: Mapping[str, Any] = {}
+        registry.register(_StateCollector(self))
+
+    def attach(self, *, aggregator: Any = None, intake: Any = None,
+               notifiers: Mapping[str, Any] | None = None) -> None:
+        """The objects the scrape-time gauges read (those given replace earlier ones)."""
+        if aggregator is not None:
+            self.aggregator = aggregator
+        if intake is not None:
+            self.intake = intake
+        if notifiers is not None:
+            self.notifiers = dict(notifiers)
+
+    def rejected(self, reason: str) -> None:
+        """One rejected message, by the reason's code (the text before ':')."""
+        self.messages.labels(f"rejected:{reason}").inc()
+
+
+_default: CentralMetrics | None = None
+_lock = threading.Lock()
+
+
+def default_metrics() -> CentralMetrics:
+    """The process-wide ``CentralMetrics`` on ``REGISTRY`` (created once)."""
+    global _default
+    with _lock:
+        if _default is None:
+            _default = CentralMetrics()
+        return _default
