@@ -128,6 +128,10 @@ class IncidentBook:
             if summary["state"] == AlarmState.CLEARED.value:
                 self._seen_events.add(f"{aid}:cleared")
 
+    def unsee(self, event_id: str) -> None:
+        """Forget that an event was seen (it could not be stored): its redelivery applies."""
+        self._seen_events.discard(event_id)
+
     def group_of(self, zone: str) -> str:
         return self.groups.get(zone, zone)
 

@@ -16,8 +16,9 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import redis
 from pydantic import ValidationError
 
 from central.incidents import Applied, Incident, IncidentBook
@@ -55,8 +56,9 @@ class Aggregator:
     def __init__(self, store: RedisStore, book: IncidentBook | None = None, *,
                  known_zones: Collection[str] | None = None, prefix: str = "perimeter/v1",
                  clock: Callable[[], float] = time.time,
-                 metrics: CentralMetrics | None = None):
+                 metrics: CentralMetrics | None = None, store_retry_s: float = 30.0):
         self.store = store
+        self.store_retry_s = store_retry_s
         self.book = book or IncidentBook()
         self.known_zones = set(known_zones) if known_zones else None
         self.prefix = prefix
@@ -147,8 +149,10 @@ class Aggregator:
                     m.duplicate.inc()
                 return IngestResult(True, "duplicate", applied)
             try:
-                self.store.record("alarm", applied.incident, json.loads(alarm.to_json()))
+                self.record("alarm", applied.incident, json.loads(alarm.to_json()))
             except Exception:
+                # Not stored: forget the event so the broker's redelivery is applied again.
+                self.book.unsee(alarm.event_id)
                 if m is not None:
                     m.error.inc()
                 raise
@@ -163,16 +167,40 @@ class Aggregator:
             listener(applied)
         return IngestResult(True, "", applied)
 
+    def record(self, kind: str, inc: Incident, data: dict[str, Any]) -> None:
+        """Persist one change, riding out a Redis restart (call with the lock held).
+
+        Retries for up to ``store_retry_s``; after an outage every incident in memory is
+        written again, so a Redis that came back empty (no persistence, or a failover to a
+        fresh replica) holds the whole book again without restarting the aggregator.
+        """
+        deadline = time.monotonic() + self.store_retry_s
+        delay, failed = 0.05, False
+        while True:
+            try:
+                if failed:
+                    n = self.store.resync(self.book)
+                    log.warning("redis back: incidents written again", extra={"incidents": n})
+                self.store.record(kind, inc, data)
+                return
+            except (redis.ConnectionError, redis.TimeoutError):
+                if time.monotonic() + delay > deadline:
+                    raise
+                failed = True
+                log.warning("redis unavailable, retrying", extra={"in_s": delay})
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
     def acknowledge(self, incident_id: str, who: str) -> Incident:
         with self.lock:
             inc = self.book.acknowledge(incident_id, who, self.clock())
-            self.store.record("acknowledged", inc, {"by": who})
+            self.record("acknowledged", inc, {"by": who})
             return inc
 
     def resolve(self, incident_id: str, who: str, note: str) -> Incident:
         with self.lock:
             inc = self.book.resolve(incident_id, who, note, self.clock())
-            self.store.record("resolved", inc, {"by": who, "note": note})
+            self.record("resolved", inc, {"by": who, "note": note})
             return inc
 
     def incidents(self) -> list[Incident]:

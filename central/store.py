@@ -59,6 +59,14 @@ class RedisStore:
         entry_id, _ = pipe.execute()
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
+    def resync(self, book: IncidentBook) -> int:
+        """Write every incident the book holds (after Redis came back, possibly empty)."""
+        if book.incidents:
+            self.r.hset(self.incidents_key, mapping={
+                i.id: json.dumps(i.to_dict(), separators=(",", ":"))
+                for i in book.incidents.values()})
+        return len(book.incidents)
+
     def dead_letter(self, payload: bytes, reason: str, topic: str = "",
                     max_len: int = 100_000) -> None:
         """Keep a rejected message (truncated to 64 KiB) with why it was rejected."""

@@ -176,3 +176,23 @@ def test_http_api_closes_the_loop(agg: Aggregator, api: str) -> None:
     assert status == 200 and stats["days"] == 366
     status, spec = call(f"{api}/openapi.json", token=None)
     assert status == 200 and "/incidents/{incident_id}/resolve" in spec["paths"]
+
+
+def test_redis_restart_loses_no_incident_and_needs_no_central_restart(
+        redis_private: Any) -> None:
+    client = redis.Redis.from_url(redis_private.url, socket_timeout=2, socket_connect_timeout=2)
+    agg = Aggregator(RedisStore(client, ns="fault"), known_zones={"bank", "cliff"})
+    assert agg.ingest(alarm("bank", 0).to_json().encode(), topic_for()).accepted
+    redis_private.stop()  # no persistence: it comes back empty
+    result: list[Any] = []
+    worker = threading.Thread(target=lambda: result.append(
+        agg.ingest(alarm("cliff", 5, track=3).to_json().encode(), topic_for(zone="cliff"))))
+    worker.start()  # blocks, retrying, while Redis is down
+    time.sleep(0.5)  # let it fail at least once before Redis returns (this is the fault)
+    redis_private.start()
+    worker.join(timeout=30)
+    assert result and result[0].accepted
+    stored = {json.loads(v)["zone"] for v in client.hgetall("fault:incidents").values()}
+    assert stored == {"bank", "cliff"}, "the incident stored before the restart was lost"
+    fresh = Aggregator(RedisStore(client, ns="fault"))
+    assert fresh.restore() == 2
