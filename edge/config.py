@@ -78,6 +78,9 @@ class MqttConfig(Strict):
     port: int = Field(1883, ge=1, le=65535)
     username: str | None = None
     password: str | None = None
+    outbox: str | None = Field(None, description="SQLite outbox file (relative to the config "
+                                                 "file): alarms survive restarts and power loss")
+    outbox_max_entries: int = Field(1_000_000, ge=1)
 
 
 class CameraConfig(Strict):

@@ -124,9 +124,14 @@ def run_replay(loaded: LoadedConfig, opts: ReplayOptions, out: IO[str] = sys.std
         from edge.mqtt import MqttSink
 
         m = loaded.config.mqtt
+        outbox = None
+        if m.outbox is not None:  # beside the config when relative (it need not exist yet)
+            outbox = Path(m.outbox) if Path(m.outbox).is_absolute() else (
+                loaded.path.parent / m.outbox)
         sinks.append(MqttSink(m.host, m.port, edge_id=loaded.config.edge.id,
                               site=loaded.config.site.id, username=m.username,
-                              password=m.password))
+                              password=m.password, outbox=outbox,
+                              outbox_max_entries=m.outbox_max_entries))
     metrics: EdgeMetrics | None = None
     if opts.metrics_port is not None:
         from edge.metrics import default_metrics, serve  # prometheus-client: only when asked

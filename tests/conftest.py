@@ -137,6 +137,15 @@ class MosquittoBroker:
                 self.proc.wait(timeout)
         self.proc = None
 
+    def kill(self, timeout: float = 10.0) -> None:
+        """SIGKILL, a crash: only what mosquitto had autosaved to ``workdir`` survives."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout)
+        self.proc = None
+
     def log_tail(self, lines: int = 20) -> str:
         if not self.log_path.exists():
             return "(no log)"

@@ -8,20 +8,28 @@ waiting on queues and events with timeouts, never by sleeping.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import queue
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+import edge.mqtt
 from edge.mqtt import MqttSink
-from tests.conftest import MosquittoBroker, free_port
+from edge.outbox import Outbox
+from tests.conftest import REPO_ROOT, MosquittoBroker, free_port
 from zones.alarm import Alarm, AlarmKind, AlarmState, Evidence
 from zones.geometry import Risk, ZoneKind
 
@@ -264,6 +272,223 @@ def test_alarms_emitted_while_broker_down_are_delivered_after_restart(
         assert (sink.published, sink.pending) == (6, 0)
     finally:
         sink.close()
+
+
+# -- durable outbox: alarms survive the broker and the edge process dying ----------------------
+
+
+def collect_event_ids(sub: Subscriber, expected: set[str], timeout: float = 30.0,
+                      order: list[str] | None = None) -> list[str]:
+    """Event ids in order of arrival (duplicates kept) until every expected one has come;
+    appended to ``order`` (what came before) if given."""
+    deadline = time.monotonic() + timeout
+    order = [] if order is None else order
+    while not expected <= set(order):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"{len(expected - set(order))} of {len(expected)} alarms "
+                                 f"never arrived within {timeout:g}s")
+        try:
+            msg = sub.messages.get(timeout=left)
+        except queue.Empty:
+            continue
+        order.append(Alarm.from_json(bytes(msg.payload)).event_id)
+    return order
+
+
+def first_arrivals(order: list[str]) -> list[str]:
+    return list(dict.fromkeys(order))
+
+
+def make_durable(broker: MosquittoBroker) -> None:
+    """Let the broker survive SIGKILL: save its state (sessions, subscriptions, queued
+    messages) after every change instead of only on a clean shutdown."""
+    broker.stop()
+    with broker.config.open("a") as conf:
+        conf.write("autosave_interval 1\nautosave_on_changes true\n")
+    broker.start()
+
+
+def freeze(broker: MosquittoBroker) -> None:
+    """SIGSTOP the broker and wait until it is stopped: it reads nothing, acknowledges nothing."""
+    assert broker.proc is not None
+    pid = broker.proc.pid
+    os.kill(pid, signal.SIGSTOP)
+
+    def stopped() -> bool:  # the one-letter state in /proc/<pid>/stat, T: stopped
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+
+    wait_until(stopped, what="broker frozen by SIGSTOP")
+
+
+def test_outbox_sink_forgets_acknowledged_alarms(
+        mqtt_broker: tuple[str, int], subscribers: list[Subscriber], tmp_path: Path) -> None:
+    host, port = mqtt_broker
+    path = tmp_path / "outbox.db"
+    sink = MqttSink(host, port, edge_id=unique("edge"), site=unique("site"), outbox=path,
+                    connect_timeout_s=TIMEOUT, publish_timeout_s=TIMEOUT)
+    sub = Subscriber(host, port, f"perimeter/v1/{sink.site}/alarm/#")
+    subscribers.append(sub)
+    sink.open()
+    try:
+        alarms = [make_alarm(i) for i in range(10)]
+        for alarm in alarms:
+            sink.emit(alarm)
+        order = collect_event_ids(sub, {a.event_id for a in alarms}, timeout=TIMEOUT)
+        assert first_arrivals(order) == [a.event_id for a in alarms]
+        assert sink.flush(), f"pending {sink.pending}, backlog {sink.backlog}"
+        assert (sink.published, sink.pending, sink.backlog) == (10, 0, 0)
+    finally:
+        sink.close()
+        clean_up(host, port, sink.status_topic, sink.client_id)
+    with Outbox(path) as box:
+        assert len(box) == 0
+
+
+def test_close_keeps_unacknowledged_alarms_in_the_outbox(
+        mosquitto_private: MosquittoBroker, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    host, port = mosquitto_private.address
+    path = tmp_path / "outbox.db"
+    sink = MqttSink(host, port, edge_id="edge-close", outbox=path, connect_timeout_s=TIMEOUT,
+                    publish_timeout_s=0.3)
+    sink.open()
+    mosquitto_private.stop()
+    wait_until(lambda: not sink.connected, what="sink to notice the broker is gone")
+    alarms = [make_alarm(i) for i in range(3)]
+    for alarm in alarms:
+        sink.emit(alarm)
+    assert (sink.pending, sink.backlog) == (0, 3)  # link down: stored, not handed to paho
+    with caplog.at_level(logging.WARNING, logger="edge.mqtt"):
+        sink.close()
+    assert any("kept in the outbox" in r.message for r in caplog.records)
+    with Outbox(path) as box:
+        assert [e.event_id for e in box.pending()] == [a.event_id for a in alarms]
+        assert [e.payload for e in box.pending()] == [a.to_json().encode() for a in alarms]
+
+
+def test_broker_killed_and_restarted_mid_stream_no_alarm_lost(
+        mosquitto_private: MosquittoBroker, subscribers: list[Subscriber],
+        tmp_path: Path) -> None:
+    """Broker killed and restarted mid-stream: no alarm lost (edge outbox on disk plus QoS 1).
+
+    The broker is frozen (SIGSTOP) after alarm 59, so alarms 60-79 reach its socket but are
+    never acknowledged; then it is SIGKILLed with them in flight. Alarms 80-139 are emitted
+    while it is dead, and it restarts before alarm 140 while the sink is still reconnecting.
+    The edge must resend every alarm the broker never acknowledged (paho resends what it holds,
+    the outbox replay sends what was stored while the link was down) and all 200 reach a
+    persistent QoS 1 subscriber. What the broker had acknowledged before the kill is its own
+    durability, outside the edge's guarantee: so the stream waits until the subscriber has
+    alarms 0-59 before freezing the broker, and the broker autosaves on every change (as a
+    production broker should), so the subscriber's session survives the SIGKILL and it gets
+    what is published while it reconnects.
+    """
+    broker = mosquitto_private
+    make_durable(broker)
+    host, port = broker.address
+    sub = Subscriber(host, port, ALARM_FILTER, client_id=unique("fault-sub"),
+                     clean_session=False)
+    subscribers.append(sub)
+    sink = MqttSink(host, port, edge_id="edge-fault", site="park",
+                    outbox=tmp_path / "outbox.db", connect_timeout_s=TIMEOUT,
+                    publish_timeout_s=TIMEOUT)
+    sink.open()
+    alarms = [make_alarm(i, zone=f"zone-{i % 7}") for i in range(200)]
+    order: list[str] = []
+    try:
+        for i, alarm in enumerate(alarms):
+            if i == 60:
+                collect_event_ids(sub, {a.event_id for a in alarms[:60]}, TIMEOUT, order)
+                freeze(broker)
+            elif i == 80:
+                assert sink.pending >= 20, "alarms 60-79 should be unacknowledged"
+                broker.kill()
+            elif i == 140:
+                broker.start()
+            sink.emit(alarm)
+        collect_event_ids(sub, {a.event_id for a in alarms}, 30.0, order)
+        assert sink.flush(TIMEOUT), f"pending {sink.pending}, backlog {sink.backlog}"
+        assert (sink.published, sink.pending, sink.backlog) == (200, 0, 0)
+        assert len(set(order)) == 200  # duplicates allowed, losses not
+    finally:
+        sink.close()
+
+
+CRASHING_EDGE = """
+import sys
+from pathlib import Path
+
+from edge.mqtt import MqttSink
+from tests.test_mqtt import make_alarm, wait_until
+
+host, port, outbox = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
+sink = MqttSink(host, port, edge_id="edge-crash", site="park", outbox=outbox)
+sink.open()
+print("open", flush=True)
+sys.stdin.readline()  # the test stops the broker
+wait_until(lambda: not sink.connected, what="broker gone")
+for i in range(20):
+    sink.emit(make_alarm(i, zone=f"crash-{i}"))
+print("emitted", sink.backlog, sink.pending, flush=True)
+sys.stdin.readline()  # SIGKILLed while waiting here: no close(), no flush
+"""
+
+
+def read_line(stream: IO[str], timeout: float = TIMEOUT) -> str:
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: lines.put(stream.readline()), daemon=True).start()
+    try:
+        return lines.get(timeout=timeout).strip()
+    except queue.Empty:
+        raise AssertionError(f"no line from the edge process within {timeout:g}s") from None
+
+
+def test_edge_process_killed_alarms_sent_first_after_restart(
+        mosquitto_private: MosquittoBroker, subscribers: list[Subscriber], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An edge process emits 20 alarms while the broker is down and is SIGKILLed: the next
+    process with the same outbox sends them first, in order, before its own alarms."""
+    host, port = mosquitto_private.address
+    path = tmp_path / "outbox.db"
+    errors = tmp_path / "edge-a.stderr"
+    with errors.open("w") as err:
+        edge_a = subprocess.Popen(
+            [sys.executable, "-c", CRASHING_EDGE, host, str(port), str(path)], cwd=REPO_ROOT,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True)
+    try:
+        assert edge_a.stdin is not None and edge_a.stdout is not None
+        assert read_line(edge_a.stdout) == "open", errors.read_text()
+        mosquitto_private.stop()
+        edge_a.stdin.write("go\n")
+        edge_a.stdin.flush()
+        assert read_line(edge_a.stdout) == "emitted 20 0", errors.read_text()
+        edge_a.kill()  # the process dies: paho's memory is gone, the outbox is not
+        edge_a.wait(TIMEOUT)
+    finally:
+        if edge_a.poll() is None:
+            edge_a.kill()
+            edge_a.wait(TIMEOUT)
+    with Outbox(path) as box:
+        assert len(box) == 20
+
+    mosquitto_private.start()
+    sub = Subscriber(host, port, ALARM_FILTER)
+    subscribers.append(sub)
+    monkeypatch.setattr(edge.mqtt, "REPLAY_WINDOW", 7)  # 20 stored: several replay windows
+    edge_b = MqttSink(host, port, edge_id="edge-crash", site="park", outbox=path,
+                      connect_timeout_s=TIMEOUT, publish_timeout_s=TIMEOUT)
+    edge_b.open()
+    try:
+        new = make_alarm(20, zone="after-restart")
+        edge_b.emit(new)
+        left = [make_alarm(i, zone=f"crash-{i}") for i in range(20)]
+        expected = [a.event_id for a in [*left, new]]
+        order = collect_event_ids(sub, set(expected), timeout=TIMEOUT)
+        assert first_arrivals(order) == expected  # the earlier run's alarms first, in order
+        assert edge_b.flush(), f"pending {edge_b.pending}, backlog {edge_b.backlog}"
+        assert (edge_b.published, edge_b.pending, edge_b.backlog) == (21, 0, 0)
+    finally:
+        edge_b.close()
 
 
 def test_open_fails_clearly_without_broker() -> None:

@@ -14,6 +14,7 @@ from benchmarks.groundtruth import GroundTruth, expected_alarms
 from benchmarks.scoring import score
 from edge.cli import main
 from edge.config import load_config
+from edge.outbox import Outbox
 from edge.replay import build_rules
 from edge.sinks import read_jsonl
 from zones.alarm import Alarm, AlarmKind
@@ -79,7 +80,8 @@ def test_tud_campus_replay_is_deterministic_and_published_to_mqtt(
         str(data / "TUD-Campus/TUD-Campus.mp4"))
     site = f"e2e-{tmp_path.name[-12:].replace('_', '-')}"
     text = text.replace("id: tud-campus\n  timezone", f"id: {site}\n  timezone")
-    cfg.write_text(text + f"mqtt:\n  enabled: true\n  host: {host}\n  port: {port}\n")
+    cfg.write_text(text + f"mqtt:\n  enabled: true\n  host: {host}\n  port: {port}\n"
+                   "  outbox: edge-outbox.db\n")
     got: queue.Queue[tuple[str, bytes]] = queue.Queue()
     sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"sub-{site}")
     sub.on_message = lambda _c, _u, m: got.put((m.topic, m.payload))
@@ -100,6 +102,9 @@ def test_tud_campus_replay_is_deterministic_and_published_to_mqtt(
     finally:
         sub.loop_stop()
         sub.disconnect()
+    assert (tmp_path / "edge-outbox.db").exists(), "the configured outbox was not used"
+    with Outbox(tmp_path / "edge-outbox.db") as outbox:  # beside the config, all acknowledged
+        assert len(outbox) == 0
     by_event = {json.loads(p)["event_id"]: t for t, p in received}
     for a in alarms:
         assert by_event[a["event_id"]] == (
