@@ -1,8 +1,14 @@
 # The two commands a new user runs (see README.md).
-.PHONY: demo test lint bench
+.PHONY: demo replay test bench
 
-# Set up, then replay real footage (PETS09) through the edge pipeline on embedded defaults.
+# Set up, then run the whole system on real footage (PETS09): broker, Redis, edge worker,
+# central aggregator, loudspeakers and a webhook receiver; Ctrl-C stops it.
 demo:
+	@deploy/setup.sh --demo
+	.venv/bin/perimeter demo
+
+# Replay PETS09 once through the edge pipeline alone, with an annotated video.
+replay:
 	@deploy/setup.sh
 	.venv/bin/perimeter replay --config config/pets09.yaml \
 	  --alarms-out out/pets09-alarms.jsonl --annotate out/pets09-annotated.mp4

@@ -54,8 +54,11 @@ class MqttIntake:
     def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, rc: object,
                        _p: object = None) -> None:
         self.connected.clear()
-        self.reconnects += 1
-        log.warning("intake disconnected", extra={"reason": str(rc)})
+        if getattr(rc, "is_failure", True):
+            self.reconnects += 1
+            log.warning("intake disconnected", extra={"reason": str(rc)})
+        else:
+            log.info("intake disconnected on request")
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         try:

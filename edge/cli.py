@@ -69,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     from central.main import add_parser as add_central
 
     add_central(sub)
+    from central.demo import add_parser as add_demo
+
+    add_demo(sub)
     from central.speaker import add_arguments as add_speaker_arguments
 
     add_speaker_arguments(sub.add_parser(
@@ -154,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
             from central.main import run as run_central
 
             return run_central(args)
+        if args.command == "demo":
+            from central.demo import run as run_demo
+
+            return run_demo(args)
         if args.command == "speaker":
             from central.speaker import run as run_speaker
 
