@@ -19,7 +19,12 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 if [[ ! -e "$stamp" ]]; then
   echo "setup: installing perimeter[$extras] (first run takes a few minutes)"
-  .venv/bin/python -m pip install --quiet --progress-bar off -e ".[$extras]"
+  if ! .venv/bin/python -m pip install --progress-bar off -e ".[$extras]" >.venv/pip.log 2>&1
+  then
+    tail -30 .venv/pip.log >&2
+    echo "setup: pip install failed (whole log: .venv/pip.log)" >&2
+    exit 1
+  fi
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
