@@ -54,6 +54,8 @@ from typing import Any
 
 import yaml
 
+from central.netutil import free_port, port_open
+
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -91,7 +93,7 @@ def _minutes(text: str) -> float:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The options of ``perimeter demo`` (shared with ``python -m central.demo``)."""
+    """The options of ``perimeter demo``."""
     p.add_argument("--minutes", type=_minutes, default=0.0, metavar="N",
                    help="stop after N minutes (fractions allowed; default 0: until Ctrl-C)")
     p.add_argument("--out", type=Path, default=Path("out/demo"), metavar="DIR",
@@ -135,20 +137,6 @@ def event(kind: str, text: str) -> None:
 
 
 # -- child processes ---------------------------------------------------------------------------
-
-
-def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def free_port(host: str = HOST) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def find_program(name: str) -> str | None:
@@ -860,16 +848,3 @@ def _run(args: argparse.Namespace, stop: threading.Event) -> int:
         print(f"error: {failed}", file=sys.stderr)
         return 1
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="perimeter demo", description=__doc__.splitlines()[0])
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    args = add_arguments(p).parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

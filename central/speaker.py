@@ -801,17 +801,3 @@ def run(args: argparse.Namespace) -> int:
         agent.close()
     print(f"speaker {args.speaker_id} stopped", flush=True)
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="perimeter speaker",
-                                description="loudspeaker agent: speaks commands from MQTT")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    args = add_arguments(p).parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -15,13 +15,14 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from central.netutil import free_port, port_open
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MQTT = ("127.0.0.1", 1883)
@@ -46,21 +47,6 @@ def shared_data(repo_root: Path) -> Path:
 
 
 # -- MQTT brokers ------------------------------------------------------------------------------
-
-
-def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
-    """True if something accepts TCP connections on host:port."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def mosquitto_binary() -> str:

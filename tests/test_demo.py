@@ -99,7 +99,7 @@ def test_demo_cli_end_to_end_and_sigterm(shared_data: Path, repo_root: Path,
     # --minutes is only a safety net: the test stops it with SIGTERM once everything was seen
     with err_file.open("w") as err:  # a file, not a pipe nobody reads while it runs
         proc = subprocess.Popen(
-            [sys.executable, "-m", "central.demo", "--no-realtime", "--minutes", "1.4",
+            [sys.executable, "-m", "edge.cli", "demo", "--no-realtime", "--minutes", "1.4",
              "--out", str(out), "--api-port", str(api_port)],
             cwd=repo_root, stdout=subprocess.PIPE, stderr=err, text=True)
     deadline = time.monotonic() + 70  # for everything up to SIGTERM
