@@ -584,22 +584,14 @@ def _env(name: str, value: str) -> Iterator[None]:
 
 
 def run(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
-    """Run the demo until ``stop`` (set by SIGINT/SIGTERM) or ``--minutes``; the exit code."""
-    from edge.config import ConfigError
-    from edge.source import SourceError
-    from models.registry import ModelError
+    """Run the demo until ``stop`` (set by SIGINT/SIGTERM) or ``--minutes``; the exit code.
 
+    Bad config, footage or model files raise as everywhere else; ``perimeter``'s CLI turns
+    them into one error line each and exit code 2."""
     stop = stop or threading.Event()
     try:
         with _signals_to(stop):
             return _run(args, stop)
-    except ConfigError as exc:
-        for line in exc.lines:
-            print(f"error: {line}", file=sys.stderr)
-        return 2
-    except (ModelError, SourceError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except DemoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -19,8 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 import wave
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ import pytest
 
 from central import demo
 from tests.conftest import free_port, port_open
+from tests.test_central import call
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
@@ -64,17 +63,6 @@ def _still_running(procs: dict[int, str]) -> list[str]:
         if fields[19] == started and fields[0] != "Z":
             left.append(f"{pid}: {cmd}")
     return left
-
-
-def _get(url: str, token: str | None) -> tuple[int, Any]:
-    req = urllib.request.Request(url)
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, None
 
 
 def _check_outputs(out: Path, summary: dict[str, Any]) -> None:
@@ -140,10 +128,10 @@ def test_demo_cli_end_to_end_and_sigterm(shared_data: Path, repo_root: Path,
                  for m in re.findall(r"127\.0\.0\.1:(\d+)", line)}
         assert api_port in ports and len(ports) >= 4, seen  # API, MQTT, Redis, webhook
         base = f"http://127.0.0.1:{api_port}"
-        assert _get(f"{base}/incidents", None)[0] == 401
+        assert call(f"{base}/incidents", token=None)[0] == 401
         incidents: list[dict[str, Any]] = []
         while not incidents and time.monotonic() < deadline:
-            status, incidents = _get(f"{base}/incidents", token.group(1))
+            status, incidents = call(f"{base}/incidents", token=token.group(1))
             assert status == 200
             time.sleep(0.5)
         assert incidents, f"the API listed no incident\n{report()}"
