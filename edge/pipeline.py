@@ -7,6 +7,7 @@ reuse ``CameraPipeline.process``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import resource
 import time
@@ -84,8 +85,9 @@ class CameraPipeline:
         t0 = time.perf_counter()
         dets = self.detector.detect(frame.image)
         h, w = frame.image.shape[:2]
-        dets = Detections.create(dets.boxes, dets.scores, dets.class_ids, camera=self.camera,
-                                 frame=frame.index, time=frame.time, frame_size=(w, h))
+        # The detector already validated the arrays: only stamp camera and frame on them.
+        dets = dataclasses.replace(dets, camera=self.camera, frame=frame.index,
+                                   time=frame.time, frame_size=(w, h))
         t1 = time.perf_counter()
         tracks = self.tracker.update(dets)
         t2 = time.perf_counter()
