@@ -28,7 +28,7 @@ from benchmarks.alternatives import supervision_polygonzone
 from benchmarks.groundtruth import GroundTruth, expected_alarms
 from benchmarks.machine import machine_info
 from benchmarks.scoring import RuleScore, score
-from edge.config import LoadedConfig, load_config
+from edge.config import LoadedConfig, load_config, video_path
 from edge.pipeline import CameraPipeline, RunStats, peak_rss_mb
 from edge.replay import build_rules, make_detector
 from edge.source import VideoFileSource, prefetch
@@ -80,7 +80,7 @@ class _Recorder:
 
 def run_system(loaded: LoadedConfig, label: str) -> tuple[RunStats, _Recorder, CameraRules]:
     cam = loaded.config.cameras[0]
-    source = VideoFileSource(loaded.resolve_path(cam.source), start_time=START, fps=cam.fps)
+    source = VideoFileSource(video_path(loaded, 0), start_time=START, fps=cam.fps)
     rules = build_rules(loaded, 0, cam, source.size)
     pipe = CameraPipeline(cam.id, make_detector(loaded),
                           ByteTracker(loaded.config.tracker, source.fps), rules, [])
@@ -128,7 +128,7 @@ def score_all(system: list[Alarm], expected: list[Alarm], gt: list[Detections]
 def bench_sequence(seq: Sequence, variants: list[str]) -> dict[str, Any]:
     base = load_config(REPO / seq.config)
     cam = base.config.cameras[0]
-    probe = VideoFileSource(base.resolve_path(cam.source), start_time=START, fps=cam.fps)
+    probe = VideoFileSource(video_path(base, 0), start_time=START, fps=cam.fps)
     size, fps, n = probe.size, probe.fps, probe.frame_count
     probe.close()
     gt = GroundTruth.load(DATA / seq.gt, n)

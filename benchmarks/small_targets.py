@@ -25,7 +25,7 @@ from benchmarks.groundtruth import GroundTruth
 from benchmarks.machine import machine_info
 from benchmarks.replay_bench import DATA, REPO, RESULTS, variant_config
 from benchmarks.scoring import iou
-from edge.config import load_config
+from edge.config import load_config, video_path
 from edge.replay import make_detector
 from edge.tiling import MotionDetector
 
@@ -60,7 +60,7 @@ def match(gt: np.ndarray, det: np.ndarray) -> int:
 def run(scale: float, step: int) -> dict[str, Any]:
     base = load_config(REPO / "config/pets09.yaml")
     gt = GroundTruth.load(DATA / "mot15/PETS09-S2L1/gt/gt.txt", 795)
-    cap = cv2.VideoCapture(str(base.resolve_path(base.config.cameras[0].source)))
+    cap = cv2.VideoCapture(str(video_path(base, 0)))
     frames: list[tuple[int, np.ndarray, tuple[int, int]]] = []
     index = 0
     while True:

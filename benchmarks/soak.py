@@ -17,7 +17,7 @@ from pathlib import Path
 
 from benchmarks.machine import machine_info
 from benchmarks.replay_bench import REPO, RESULTS, START
-from edge.config import load_config
+from edge.config import load_config, video_path
 from edge.pipeline import CameraPipeline
 from edge.replay import build_rules, make_detector
 from edge.source import Frame, VideoFileSource
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     loaded = load_config(REPO / "config/pets09.yaml")
     cam = loaded.config.cameras[0]
-    source = VideoFileSource(loaded.resolve_path(cam.source), start_time=START, fps=cam.fps,
+    source = VideoFileSource(video_path(loaded, 0), start_time=START, fps=cam.fps,
                              loop=True, realtime=args.realtime)
     pipe = CameraPipeline(cam.id, make_detector(loaded),
                           ByteTracker(loaded.config.tracker, source.fps),

@@ -429,7 +429,7 @@ def prepare_edge(config: Path, workdir: Path, mqtt_port: int) -> EdgePlan:
     loaded = load_config(config)
     cfg = loaded.config
     cam = cfg.cameras[0]
-    video = _resolve(loaded, cam.source)
+    video = _resolve(loaded, cam.source or "")
     if not video.is_file():
         raise DemoError(f"footage {video} not found (camera {cam.id} of {config}); the "
                         "footage lives in ../shared/data (see its README)")

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edge.config import ConfigError, load_config
+from edge.config import ConfigError, load_config, video_path
 from edge.detectors import DetectorError
 from edge.source import SourceError
 from models.registry import ModelError, load_manifest, requirements, resolve_model
@@ -106,8 +106,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     cfg = loaded.config
     model_entry(loaded)
     for i, cam in enumerate(cfg.cameras):
-        src = loaded.resolve_path(cam.source)
-        if src.exists():
+        src = None if cam.is_live else video_path(loaded, i)
+        if src is not None and src.exists():
             # Zones in pixels can only be checked against the real frame size.
             source = VideoFileSource(src, start_time=0.0)
             build_rules(loaded, i, cam, source.size)

@@ -83,20 +83,60 @@ class MqttConfig(Strict):
     outbox_max_entries: int = Field(1_000_000, ge=1)
 
 
+class ReconnectConfig(Strict):
+    """Exponential backoff with jitter between attempts to reopen a live source."""
+
+    initial_s: float = Field(0.5, gt=0, le=60, description="first wait after a failure")
+    max_s: float = Field(10.0, gt=0, le=600, description="longest wait between attempts")
+    jitter: float = Field(0.25, ge=0, le=1, description="random share added to each wait")
+
+
+class OnvifConfig(Strict):
+    """An ONVIF camera: its stream URI is resolved from the device's media profiles."""
+
+    host: str = Field(min_length=1, description="device address (IP or name)")
+    port: int = Field(80, ge=1, le=65535, description="ONVIF HTTP port")
+    username: str | None = Field(None, description="ONVIF user")
+    password: str | None = Field(None, description="ONVIF password")
+    profile: str | int | None = Field(
+        None, description="media profile token or 0-based index; default: the first")
+    detect_profile: str | int | None = Field(
+        None, description="profile for detection (a sub-stream); the main one keeps evidence")
+
+
 class CameraConfig(Strict):
     id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="camera id")
-    source: str = Field(min_length=1, description="video file (live sources: later)")
+    source: str | None = Field(None, min_length=1,
+                               description="video file, or rtsp:// URL (drones too)")
+    onvif: OnvifConfig | None = Field(None, description="an ONVIF device instead of a URL")
+    evidence_source: str | None = Field(
+        None, description="main stream for evidence snapshots when source is a sub-stream")
     fps: float | None = Field(None, gt=0, le=240, description="override the file's frame rate")
+    detect_every: int = Field(1, ge=1, le=30, description="run the detector on every k-th "
+                                                          "processed frame (tracker: every frame)")
+    stall_seconds: float = Field(5.0, gt=0, le=300, description="no frame this long: stalled, "
+                                                               "reconnect")
+    reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig)
     calibration: CalibrationConfig | None = None
     zones: list[ZoneConfig] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _unique(self) -> CameraConfig:
+        if (self.source is None) == (self.onvif is None):
+            raise ValueError("give exactly one of source (file or rtsp:// URL) and onvif")
         ids = [z.id for z in self.zones]
         dup = {i for i in ids if ids.count(i) > 1}
         if dup:
             raise ValueError(f"zone ids must be unique in a camera: {sorted(dup)}")
         return self
+
+    @property
+    def is_live(self) -> bool:
+        """A network stream (rtsp/rtsps/http) or an ONVIF device, not a file."""
+        if self.onvif is not None:
+            return True
+        return (self.source or "").split("://", 1)[0].lower() in {"rtsp", "rtsps", "http",
+                                                                   "https", "udp", "tcp"}
 
 
 class PerimeterConfig(Strict):
@@ -204,3 +244,13 @@ def load_yaml_model(path: Path, model: type[M]) -> Loaded[M]:
             errors.append(f"{loaded.where(loc)}: {msg}")
         raise ConfigError(errors) from None
     return Loaded(cfg, path, lines)
+
+
+def video_path(loaded: LoadedConfig, index: int) -> Path:
+    """The video file of camera ``index``; a live camera (RTSP, ONVIF) is a ConfigError here,
+    for the commands that replay files."""
+    cam = loaded.config.cameras[index]
+    if cam.is_live or cam.source is None:
+        raise ConfigError([f"{loaded.where(('cameras', index, 'source'))}: camera {cam.id!r} is "
+                           f"a live source; replay needs a video file (live: perimeter run)"])
+    return loaded.resolve_path(cam.source)

@@ -18,7 +18,7 @@ from typing import IO, TYPE_CHECKING
 from tqdm import tqdm
 
 from edge.annotate import Annotator
-from edge.config import CameraConfig, ConfigError, LoadedConfig
+from edge.config import CameraConfig, ConfigError, LoadedConfig, video_path
 from edge.detectors import Detector, build_detector
 from edge.pipeline import STAGES, CameraPipeline, RunStats
 from edge.sinks import AlarmSink, JsonlSink, StdoutSink
@@ -108,7 +108,7 @@ class _TqdmStream:
 def run_replay(loaded: LoadedConfig, opts: ReplayOptions, out: IO[str] = sys.stdout) -> RunStats:
     """Validate everything, then replay; raises ConfigError/SourceError/ModelError early."""
     index, cam = pick_camera(loaded, opts.camera)
-    video = opts.video or loaded.resolve_path(cam.source)
+    video = opts.video or video_path(loaded, index)
     start = opts.start_time if opts.start_time is not None else time.time()
     source = VideoFileSource(video, start_time=start, fps=cam.fps, realtime=opts.realtime,
                              loop=opts.loop)
