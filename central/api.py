@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 from collections import Counter
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from pydantic import BaseModel, Field
 
 from central.incidents import LifecycleError, Status
+from central.routing import CommandTimeout, LocalOps, Ops
 from central.service import Aggregator
 
 
@@ -31,13 +32,33 @@ class Resolve(BaseModel):
     note: str = Field(min_length=1, max_length=4000, description="what was done")
 
 
+class ModeChange(BaseModel):
+    mode: str | None = Field(description="an emergency mode from the config, or null for "
+                                         "the normal plans")
+    by: str = Field(min_length=1, max_length=100, description="who switches")
+
+
+class ModeControl(Protocol):
+    """The emergency plan set: read and switched at runtime (shared by every worker)."""
+
+    def current_mode(self) -> str | None: ...
+
+    def available_modes(self) -> list[str]: ...
+
+    def switch_mode(self, mode: str | None, who: str) -> None: ...
+
+
 def create_app(aggregator: Aggregator, token: str, *,
-               registry: CollectorRegistry | None = None) -> FastAPI:
+               registry: CollectorRegistry | None = None, ops: Ops | None = None,
+               modes: ModeControl | None = None) -> FastAPI:
     """The API bound to one aggregator; ``token`` is the shared bearer token.
 
-    ``/metrics`` serves ``registry``: by default the one the aggregator's metrics live in,
-    else prometheus-client's process-wide ``REGISTRY``.
+    ``ops`` answers for incidents (default: this aggregator's own book; a scaled-out central
+    passes ``central.routing.IncidentOps``, which sees every worker's incidents and routes
+    changes to their owner). ``modes`` enables ``/mode``. ``/metrics`` serves ``registry``: by
+    default the one the aggregator's metrics live in, else the process-wide ``REGISTRY``.
     """
+    ops = ops if ops is not None else LocalOps(aggregator)
     if len(token) < 16:
         raise ValueError("the API token must be at least 16 characters")
     app = FastAPI(title="perimeter central", version="1",
@@ -61,8 +82,8 @@ def create_app(aggregator: Aggregator, token: str, *,
         except Exception:
             redis_ok = False
         return {"status": "ok" if redis_ok else "degraded", "redis": redis_ok,
-                "incidents_open": sum(1 for i in aggregator.incidents()
-                                      if i.status is not Status.RESOLVED),
+                "incidents_open": sum(1 for i in ops.incidents()
+                                      if i["status"] != Status.RESOLVED.value),
                 "messages": dict(aggregator.counts)}
 
     scraped = registry if registry is not None else (
@@ -80,12 +101,12 @@ def create_app(aggregator: Aggregator, token: str, *,
                        since: float | None = None,
                        limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
         out = []
-        for inc in aggregator.incidents():
-            if ((status and inc.status is not status) or (zone and inc.zone != zone)
-                    or (site and inc.site != site) or (kind and kind not in inc.kinds)
-                    or (since is not None and inc.last_activity < since)):
+        for inc in ops.incidents():
+            if ((status and inc["status"] != status.value) or (zone and inc["zone"] != zone)
+                    or (site and inc["site"] != site) or (kind and kind not in inc["kinds"])
+                    or (since is not None and inc["last_activity"] < since)):
                 continue
-            out.append(inc.to_dict())
+            out.append(inc)
             if len(out) >= limit:
                 break
         return out
@@ -93,36 +114,56 @@ def create_app(aggregator: Aggregator, token: str, *,
     @app.get("/incidents/{incident_id}", dependencies=[Auth])
     def get_incident(incident_id: str) -> dict[str, Any]:
         try:
-            inc = aggregator.book.get(incident_id)
+            inc = ops.get(incident_id)
         except KeyError:
             raise HTTPException(404, f"no incident {incident_id}") from None
-        return {**inc.to_dict(), "events": aggregator.store.events(incident_id)}
+        return {**inc, "events": aggregator.store.events(incident_id)}
 
     def lifecycle(fn: Any, incident_id: str, *args: str) -> dict[str, Any]:
         try:
-            return dict(fn(incident_id, *args).to_dict())
+            return dict(fn(incident_id, *args))
         except KeyError:
             raise HTTPException(404, f"no incident {incident_id}") from None
         except LifecycleError as exc:
             raise HTTPException(409, str(exc)) from None
+        except CommandTimeout as exc:
+            raise HTTPException(503, str(exc), headers={"Retry-After": "2"}) from None
 
     @app.post("/incidents/{incident_id}/acknowledge", dependencies=[Auth])
     def acknowledge(incident_id: str, body: Acknowledge) -> dict[str, Any]:
-        return lifecycle(aggregator.acknowledge, incident_id, body.by)
+        return lifecycle(ops.acknowledge, incident_id, body.by)
 
     @app.post("/incidents/{incident_id}/resolve", dependencies=[Auth])
     def resolve(incident_id: str, body: Resolve) -> dict[str, Any]:
-        return lifecycle(aggregator.resolve, incident_id, body.by, body.note)
+        return lifecycle(ops.resolve, incident_id, body.by, body.note)
+
+    if modes is not None:
+        control = modes
+
+        @app.get("/mode", dependencies=[Auth])
+        def get_mode() -> dict[str, Any]:
+            """The emergency plan set in force (null: the normal plans)."""
+            return {"mode": control.current_mode(), "available": control.available_modes()}
+
+        @app.put("/mode", dependencies=[Auth])
+        def put_mode(body: ModeChange) -> dict[str, Any]:
+            """Switch every worker to an emergency plan set (typhoon, flood, cold wave) or
+            back (``mode: null``); the switch is logged with who made it."""
+            if body.mode is not None and body.mode not in control.available_modes():
+                raise HTTPException(422, f"no emergency mode {body.mode!r} "
+                                         f"(have: {control.available_modes()})")
+            control.switch_mode(body.mode, body.by)
+            return {"mode": control.current_mode(), "available": control.available_modes()}
 
     @app.get("/stats", dependencies=[Auth])
     def stats(days: Annotated[int, Query(ge=1, le=366)] = 30) -> dict[str, Any]:
         """Incidents per zone and day (UTC): the input for grading zones high/medium/low."""
         since = aggregator.clock() - days * 86400
         per: Counter[tuple[str, str, str]] = Counter()
-        for inc in aggregator.incidents():
-            if inc.opened_at >= since:
-                day = dt.datetime.fromtimestamp(inc.opened_at, dt.UTC).date().isoformat()
-                per[(inc.site, inc.zone, day)] += 1
+        for inc in ops.incidents():
+            if inc["opened_at"] >= since:
+                day = dt.datetime.fromtimestamp(inc["opened_at"], dt.UTC).date().isoformat()
+                per[(inc["site"], inc["zone"], day)] += 1
         return {"days": days, "per_zone_day": [
             {"site": s, "zone": z, "day": d, "incidents": n}
             for (s, z, d), n in sorted(per.items())]}

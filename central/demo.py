@@ -689,7 +689,7 @@ def _run(args: argparse.Namespace, stop: threading.Event) -> int:
             raise DemoError(f"the central aggregator did not start: {err}") from None
         on_exit("the central aggregator", central.stop)
         try:
-            app = create_app(central.aggregator, token)
+            app = create_app(central.aggregator, token, ops=central.ops, modes=central)
         except ValueError as err:
             raise DemoError(f"the API: {err} (PERIMETER_API_TOKEN)") from None
         api = ApiServer(app, args.api_host, args.api_port)

@@ -14,7 +14,7 @@ updates its alarm inside the incident and never opens one. Events are idempotent
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -221,14 +221,26 @@ class IncidentBook:
                 due.append(inc)
         return due
 
+    def evict(self, which: Callable[[Incident], bool]) -> int:
+        """Drop incidents from memory (another worker owns them now; they stay in Redis)."""
+        gone = [k for k, i in self.incidents.items() if which(i)]
+        for k in gone:
+            inc = self.incidents.pop(k)
+            if self._open_by_group.get((inc.site, inc.group)) == k:
+                del self._open_by_group[(inc.site, inc.group)]
+            self._forget_alarms(inc)
+        return len(gone)
+
+    def _forget_alarms(self, inc: Incident) -> None:
+        for aid in inc.alarms:
+            self._alarm_to_incident.pop(aid, None)
+            self._seen_events.discard(f"{aid}:raised")
+            self._seen_events.discard(f"{aid}:cleared")
+
     def forget_resolved(self, before: float) -> int:
         """Drop resolved incidents older than ``before`` from memory (they stay in Redis)."""
         old = [k for k, i in self.incidents.items()
                if i.status is Status.RESOLVED and (i.resolved_at or 0) < before]
         for k in old:
-            inc = self.incidents.pop(k)
-            for aid in inc.alarms:
-                self._alarm_to_incident.pop(aid, None)
-                self._seen_events.discard(f"{aid}:raised")
-                self._seen_events.discard(f"{aid}:cleared")
+            self._forget_alarms(self.incidents.pop(k))
         return len(old)

@@ -1,46 +1,75 @@
-"""MQTT intake: every edge worker's alarms into the aggregator.
+"""MQTT intake: every edge worker's alarms into the aggregator, acknowledged only once stored.
 
 Subscribes with QoS 1 on a persistent session (clean session off, fixed client id), so alarms
 published while the aggregator restarts wait in the broker and arrive when it is back.
 Several aggregators share the load with an MQTT shared subscription
-(``$share/{group}/...``), each message going to one of them. Messages are handed to the
-aggregator in paho's network thread; ``Aggregator.ingest`` never raises for bad input.
+(``$share/{group}/...``), each message going to one of them.
+
+Acknowledgement is manual: paho's network thread only puts a message on a bounded queue; one
+writer thread hands it to ``deliver`` (validate, then store in Redis) and sends the PUBACK
+only after ``deliver`` returned. While Redis is down the writer retries the same message with
+backoff and acknowledges nothing, so the broker keeps every later message for us (the queue
+fills, then the network thread waits, then the broker stops sending: at most its in-flight
+window is in our hands, and not acknowledged). If this process dies meanwhile, the broker
+redelivers all of it to the next one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
 import threading
+from collections.abc import Callable
+from typing import NamedTuple
 
 import paho.mqtt.client as mqtt
+import redis
 from paho.mqtt.enums import CallbackAPIVersion
-
-from central.service import Aggregator
 
 log = logging.getLogger(__name__)
 
+Deliver = Callable[[bytes, str], object]
+
+
+class _Msg(NamedTuple):
+    payload: bytes
+    topic: str
+    mid: int
+    qos: int
+
 
 class MqttIntake:
-    """Feeds ``{prefix}/+/alarm/#`` into an Aggregator."""
+    """Feeds ``{prefix}/+/alarm/#`` into ``deliver(payload, topic)``."""
 
-    def __init__(self, aggregator: Aggregator, host: str = "127.0.0.1", port: int = 1883, *,
+    def __init__(self, deliver: Deliver, host: str = "127.0.0.1", port: int = 1883, *,
                  client_id: str = "perimeter-central", share_group: str | None = None,
                  prefix: str = "perimeter/v1", username: str | None = None,
-                 password: str | None = None):
-        self.aggregator = aggregator
+                 password: str | None = None, queue_size: int = 1000):
+        self.deliver = deliver
         self.host, self.port = host, port
         topic = f"{prefix}/+/alarm/#"
         self.topic = f"$share/{share_group}/{topic}" if share_group else topic
         self.connected = threading.Event()
         self.reconnects = 0
+        self.store_retries = 0
+        self._queue: queue.Queue[_Msg | None] = queue.Queue(maxsize=queue_size)
+        self._stop = threading.Event()
+        self._writer = threading.Thread(target=self._write_loop, name="intake-writer",
+                                         daemon=True)
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  clean_session=False, protocol=mqtt.MQTTv311)
+                                  clean_session=False, protocol=mqtt.MQTTv311,
+                                  manual_ack=True)
         if username:
             self.client.username_pw_set(username, password)
         self.client.reconnect_delay_set(min_delay=1, max_delay=10)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
 
     def _on_connect(self, client: mqtt.Client, _u: object, _f: object, rc: object,
                     _p: object = None) -> None:
@@ -61,12 +90,43 @@ class MqttIntake:
             log.info("intake disconnected on request")
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        try:
-            self.aggregator.ingest(bytes(msg.payload), msg.topic)
-        except Exception:  # Redis down: log; QoS 1 redelivers what was not acknowledged
-            log.exception("intake could not store a message", extra={"topic": msg.topic})
+        item = _Msg(bytes(msg.payload), msg.topic, msg.mid, msg.qos)
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue  # back-pressure: the broker holds the rest meanwhile
+
+    def _write_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._deliver(item) and item.qos > 0:
+                self.client.ack(item.mid, item.qos)
+
+    def _deliver(self, item: _Msg) -> bool:
+        """Hand one message over, retrying while Redis is unavailable; False on stop."""
+        delay = 0.05
+        while True:
+            try:
+                self.deliver(item.payload, item.topic)
+                return True
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                self.store_retries += 1
+                log.warning("intake cannot store yet; retrying, not acknowledged",
+                            extra={"error": str(exc), "retry_in_s": delay})
+            except Exception:  # a bug, not bad input (deliver never raises for that)
+                log.exception("intake could not handle a message; dropped",
+                              extra={"topic": item.topic})
+                return True
+            if self._stop.wait(delay):
+                return False
+            delay = min(delay * 2, 2.0)
 
     def start(self, timeout_s: float = 10.0) -> None:
+        self._writer.start()
         self.client.connect_async(self.host, self.port, keepalive=30)
         self.client.loop_start()
         if not self.connected.wait(timeout_s):
@@ -75,5 +135,10 @@ class MqttIntake:
                                   f"within {timeout_s:g}s")
 
     def stop(self) -> None:
+        """Stop taking messages; what was taken and stored is acknowledged first."""
         self.client.disconnect()
         self.client.loop_stop()
+        self._stop.set()
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)
+        self._writer.join(timeout=5)

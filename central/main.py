@@ -22,6 +22,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     c.add_argument("--client-id", default="perimeter-central",
                    help="MQTT client id (persistent session)")
     c.add_argument("--share-group", help="MQTT shared-subscription group (several workers)")
+    c.add_argument("--worker-id", help="this worker's id among several (default: client id)")
+    c.add_argument("--partitions", type=int, default=8,
+                   help="partition streams (the same on every worker; default 8)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,13 +43,15 @@ def run(args: argparse.Namespace) -> int:
     host, _, port = args.mqtt.rpartition(":")
     central = Central(loaded.config, args.redis, host or "127.0.0.1", int(port),
                       ns=args.namespace, client_id=args.client_id,
-                      share_group=args.share_group, metrics=default_metrics())
+                      share_group=args.share_group, metrics=default_metrics(),
+                      worker_id=args.worker_id, partitions=args.partitions)
     central.start()
     print(f"central: API http://{args.api_host}:{args.api_port}/docs, metrics "
           f"http://{args.api_host}:{args.api_port}/metrics, MQTT {args.mqtt}, "
           f"Redis {args.redis}", flush=True)
     try:
-        uvicorn.run(create_app(central.aggregator, token), host=args.api_host,
+        uvicorn.run(create_app(central.aggregator, token, ops=central.ops,
+                               modes=central), host=args.api_host,
                     port=args.api_port, log_level="warning")
     finally:
         central.stop()

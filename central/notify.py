@@ -855,7 +855,8 @@ def build_notifiers(configs: list[NotifierConfig], redis_client: redis.Redis, ns
         elif cfg.kind == "mqtt":
             if not cfg.topic:
                 raise ValueError(f"notifier {cfg.id}: an mqtt notifier needs 'topic'")
-            out[cfg.id] = MqttBridgeNotifier(cfg.id, cfg.topic, mqtt_host, mqtt_port)
+            out[cfg.id] = MqttBridgeNotifier(cfg.id, cfg.topic, mqtt_host, mqtt_port,
+                                              client_id=f"perimeter-notify-{cfg.id}-{consumer}")
         else:  # pragma: no cover - the config pattern admits only the two kinds
             raise ValueError(f"notifier {cfg.id}: unknown kind {cfg.kind!r}")
     return out

@@ -9,10 +9,12 @@ and applies retention. Every effect is recorded in the incident's event log.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -20,14 +22,17 @@ import redis
 from paho.mqtt.enums import CallbackAPIVersion
 
 from central.config import CentralConfig
+from central.consumer import StreamWorker
 from central.incidents import Applied, IncidentBook
 from central.intake import MqttIntake
 from central.metrics import CentralMetrics
 from central.notify import build_notifiers
 from central.plans import Notification, Planner, SpeakerCommand
+from central.routing import IncidentOps, StreamIntake
 from central.service import Aggregator
-from central.speaker import command_payload, command_topic
+from central.speaker import HttpSpeaker, command_payload, command_topic
 from central.store import RedisStore
+from central.streams import DEFAULT_PARTITIONS, PartitionKeys
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +42,9 @@ class Central:
 
     def __init__(self, config: CentralConfig, redis_url: str, mqtt_host: str, mqtt_port: int,
                  *, ns: str = "perimeter", client_id: str = "perimeter-central",
-                 share_group: str | None = None, metrics: CentralMetrics | None = None):
+                 share_group: str | None = None, metrics: CentralMetrics | None = None,
+                 worker_id: str | None = None, partitions: int = DEFAULT_PARTITIONS,
+                 lease_s: float = 10.0):
         settings = config.central
         self.config = config
         self.redis = redis.Redis.from_url(redis_url)
@@ -47,39 +54,54 @@ class Central:
         self.aggregator = Aggregator(self.store, book, known_zones=settings.known_zones,
                                      metrics=metrics)
         self.planner = Planner(config)
-        self.intake = MqttIntake(self.aggregator, mqtt_host, mqtt_port, client_id=client_id,
+        keys = PartitionKeys(ns, partitions)
+        self.worker = StreamWorker(self.aggregator, keys, worker_id or client_id,
+                                   lease_s=lease_s)
+        self.stream_intake = StreamIntake(self.aggregator, keys)
+        self.ops = IncidentOps(self.aggregator, keys, self.worker)
+        self.intake = MqttIntake(self.stream_intake, mqtt_host, mqtt_port, client_id=client_id,
                                  share_group=share_group)
         self.publisher = mqtt.Client(CallbackAPIVersion.VERSION2,
                                      client_id=f"{client_id}-out", clean_session=False)
         self.mqtt_addr = (mqtt_host, mqtt_port)
         self.notifiers = build_notifiers(list(config.notifiers), self.redis, ns,
-                                         mqtt_host, mqtt_port)
+                                         mqtt_host, mqtt_port, consumer=worker_id or client_id)
+        self.http_speakers = {s.id: HttpSpeaker(s.id, s.http_url)
+                              for s in config.speakers if s.http_url}
+        self._http_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="http-speaker")
         self.aggregator.listeners.append(self._on_applied)
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick_loop, name="central-ticker",
                                         daemon=True)
         self.commands_sent = 0
+        self.mode_key = f"{ns}:mode"
         if metrics is not None:
             metrics.attach(intake=self.intake, notifiers=self.notifiers)
 
     def start(self) -> None:
-        restored = self.aggregator.restore()
-        log.info("central restored incidents from redis", extra={"incidents": restored})
+        """Workers first (they load their partitions' incidents), then the intake."""
         self.publisher.connect_async(*self.mqtt_addr)
         self.publisher.loop_start()
         for n in self.notifiers.values():
             n.start()
+        self._sync_mode()
+        self.worker.start()
+        log.info("central worker started", extra={
+            "worker": self.worker.worker_id, "partitions": sorted(self.worker.owned),
+            "incidents": len(self.aggregator.book.incidents)})
         self.intake.start()
         self._ticker.start()
 
     def stop(self) -> None:
         self._stop.set()
         self.intake.stop()
+        self.worker.stop()
         for n in self.notifiers.values():
             n.stop()
         self.publisher.disconnect()
         self.publisher.loop_stop()
         self._ticker.join(timeout=5)
+        self._http_pool.shutdown(wait=False, cancel_futures=True)
 
     def _on_applied(self, applied: Applied) -> None:
         if applied.new_incident:
@@ -98,8 +120,12 @@ class Central:
         for eff in effects:
             if isinstance(eff, SpeakerCommand):
                 cid = str(uuid.uuid4())
-                self.publisher.publish(command_topic(site, eff.speaker),
-                                       command_payload(eff, cid, time.time()), qos=1)
+                http = self.http_speakers.get(eff.speaker)
+                if http is not None:
+                    self._http_pool.submit(self._send_http, http, eff, cid)
+                else:
+                    self.publisher.publish(command_topic(site, eff.speaker),
+                                           command_payload(eff, cid, time.time()), qos=1)
                 if m is not None:
                     if started is not None:
                         m.intake_to_command.observe(time.perf_counter() - started)
@@ -115,14 +141,62 @@ class Central:
                 self._log_effect(eff.incident, "notification",
                                  {"notifier": eff.notifier, "idempotency_key": key})
 
+    def _send_http(self, speaker: HttpSpeaker, cmd: SpeakerCommand, cid: str) -> None:
+        """POST to an IP speaker off the worker thread (it retries with backoff); the
+        outcome goes to the incident's log, a failure also to the warning log."""
+        try:
+            ok = speaker.send(cmd, cid)
+        except Exception:
+            log.exception("http speaker send crashed", extra={"speaker": speaker.speaker_id})
+            ok = False
+        try:
+            self._log_effect(cmd.incident, "speaker_http", {
+                "speaker": speaker.speaker_id, "command_id": cid, "delivered": ok})
+        except redis.RedisError:
+            log.warning("cannot log http speaker outcome", extra={"command_id": cid})
+
     def _log_effect(self, incident_id: str, kind: str, data: dict[str, Any]) -> None:
         with self.aggregator.lock:
             inc = self.aggregator.book.incidents.get(incident_id)
             if inc is not None:
                 self.store.record(kind, inc, data)
 
+    def current_mode(self) -> str | None:
+        return self.planner.mode
+
+    def available_modes(self) -> list[str]:
+        return sorted(self.config.modes)
+
+    def switch_mode(self, mode: str | None, who: str) -> None:
+        """Switch to an emergency plan set now; the other workers follow within a tick
+        (they read ``{ns}:mode``). Logged in the event stream with who switched."""
+        self.planner.set_mode(mode)
+        pipe = self.redis.pipeline(transaction=True)
+        if mode is None:
+            pipe.delete(self.mode_key)
+        else:
+            pipe.set(self.mode_key, mode)
+        pipe.xadd(self.store.events_key, {"type": "mode", "incident": "",
+                                          "t": f"{time.time():.6f}",
+                                          "data": json.dumps({"mode": mode, "by": who})})
+        pipe.execute()
+        log.warning("emergency mode switched", extra={"mode": mode, "by": who})
+
+    def _sync_mode(self) -> None:
+        raw = self.redis.get(self.mode_key)
+        mode = raw.decode() if isinstance(raw, bytes) else None
+        if mode != self.planner.mode:
+            try:
+                self.planner.set_mode(mode)
+            except KeyError:
+                log.error("unknown emergency mode in redis; keeping the current plans",
+                          extra={"mode": mode})
+                return
+            log.warning("emergency mode now in force", extra={"mode": mode})
+
     def tick(self, now: float) -> None:
-        """Escalate what nobody acknowledged in time; apply retention once an hour."""
+        """Follow the shared emergency mode; escalate what nobody acknowledged in time."""
+        self._sync_mode()
         s = self.config.central
         with self.aggregator.lock:
             due = self.aggregator.book.due_escalations(now, s.ack_timeout_s,

@@ -75,7 +75,8 @@ class Aggregator:
         with self.lock:
             return self.store.load(self.book)
 
-    def _reject(self, payload: bytes, topic: str, reason: str) -> IngestResult:
+    def reject(self, payload: bytes, topic: str, reason: str) -> IngestResult:
+        """Count a bad message by reason and keep it in the dead-letter stream."""
         code = reason.split(":")[0]
         self.counts[f"rejected:{code}"] += 1
         m = self.metrics
@@ -134,7 +135,7 @@ class Aggregator:
         received = self.clock() if m is not None else 0.0
         parsed = self.parse(payload, topic)
         if isinstance(parsed, str):
-            return self._reject(payload, topic, parsed)
+            return self.reject(payload, topic, parsed)
         alarm, site = parsed
         with self.lock:
             applied = self.book.apply(alarm, site, incident_id=str(uuid.uuid4()))

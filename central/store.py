@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -75,12 +76,18 @@ class RedisStore:
             "payload": payload[:65536],
         }, maxlen=max_len, approximate=True)
 
-    def load(self, book: IncidentBook) -> int:
-        """Fill an empty book from Redis; returns how many incidents it holds."""
+    def load(self, book: IncidentBook,
+             where: Callable[[str, str], bool] | None = None) -> int:
+        """Fill the book from Redis (only incidents whose ``(site, group)`` pass ``where``,
+        when given); returns how many it loaded."""
         raw: dict[bytes, bytes] = self.r.hgetall(self.incidents_key)  # type: ignore[assignment]
+        n = 0
         for value in raw.values():
-            book.restore(incident_from_dict(json.loads(value)))
-        return len(raw)
+            inc = incident_from_dict(json.loads(value))
+            if where is None or where(inc.site, inc.group):
+                book.restore(inc)
+                n += 1
+        return n
 
     def events(self, incident_id: str | None = None, count: int = 1000) -> list[dict[str, Any]]:
         """The newest events (optionally of one incident), oldest first."""

@@ -38,7 +38,7 @@ fi
 if (( ${#apt_pkgs[@]} )); then
   echo "setup: installing ${apt_pkgs[*]} (apt; MQTT broker, Redis, offline speech)"
   sudo=""; [[ $(id -u) -eq 0 ]] || sudo="sudo"
-  $sudo apt-get update -qq && $sudo apt-get install -y -qq "${apt_pkgs[@]}" >/dev/null
+  $sudo apt-get -o DPkg::Lock::Timeout=300 update -qq && $sudo apt-get -o DPkg::Lock::Timeout=300 install -y -qq "${apt_pkgs[@]}" >/dev/null
 fi
 .venv/bin/perimeter models verify >/dev/null || {
   echo "setup: model files missing or corrupt; run: .venv/bin/perimeter models verify" >&2

@@ -100,7 +100,7 @@ def test_alarms_from_an_edge_sink_reach_incidents_over_mqtt(
 
     host, port = mqtt_broker
     site = redis_ns.replace(":", "-")[-40:]
-    intake = MqttIntake(agg, host, port, client_id=f"central-{site}")
+    intake = MqttIntake(agg.ingest, host, port, client_id=f"central-{site}")
     intake.topic = f"perimeter/v1/{site}/alarm/#"
     intake.start()
     sink = MqttSink(host, port, edge_id=f"edge-{site}", site=site)
