@@ -45,6 +45,7 @@ class StreamWorker:
         self.block_ms = block_ms
         self.applied = 0
         self.redis_errors = 0
+        self.skipped = 0
         self._recover: set[int] = set()
         self._stop = threading.Event()
         self._balanced = threading.Event()
@@ -205,18 +206,30 @@ class StreamWorker:
         return done
 
     def _apply(self, stream: str, entries: list[Entry]) -> int:
-        acked: list[bytes] = []
-        try:
-            for entry_id, fields in entries:
+        """Apply a batch with one write to Redis, then acknowledge it. If Redis fails
+        before the write, nothing is acknowledged and the whole batch is applied again."""
+        if not entries:
+            return 0
+        with self.aggregator.batch():
+            for _entry_id, fields in entries:
                 self._one(fields)
-                acked.append(entry_id)
-        finally:
-            if acked:
-                self.r.xack(stream, GROUP, *acked)
-                self.applied += len(acked)
-        return len(acked)
+        self.r.xack(stream, GROUP, *[entry_id for entry_id, _ in entries])
+        self.applied += len(entries)
+        return len(entries)
 
     def _one(self, fields: dict[bytes, bytes]) -> None:
+        """One entry; a broken one (a bug, not bad input: the intake validated it) is
+        logged and skipped rather than blocking its partition forever."""
+        try:
+            self._dispatch(fields)
+        except redis.RedisError:
+            raise
+        except Exception:
+            self.skipped += 1
+            log.exception("worker: entry could not be applied; skipped",
+                          extra={"fields": sorted(text(k) for k in fields)})
+
+    def _dispatch(self, fields: dict[bytes, bytes]) -> None:
         kind = fields.get(b"k", b"")
         if kind == b"alarm":
             self.aggregator.ingest(fields[b"payload"], text(fields[b"topic"]))
@@ -241,7 +254,11 @@ class StreamWorker:
         except LifecycleError as exc:
             reply = {"ok": False, "code": 409, "error": str(exc)}
         key = self.keys.reply(text(fields[b"reply"]))
-        pipe = self.r.pipeline(transaction=False)
-        pipe.lpush(key, json.dumps(reply))
-        pipe.expire(key, 60)
-        pipe.execute()
+
+        def answer() -> None:  # only once the change is stored
+            pipe = self.r.pipeline(transaction=False)
+            pipe.lpush(key, json.dumps(reply))
+            pipe.expire(key, 60)
+            pipe.execute()
+
+        self.aggregator.store.after_write(answer)

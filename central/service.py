@@ -14,7 +14,8 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -67,9 +68,28 @@ class Aggregator:
         self.counts: Counter[str] = Counter()  # accepted, duplicate, and rejection reasons
         self.listeners: list[Callable[[Applied], None]] = []
         self.metrics = metrics
-        self._ingesting = threading.local()  # perf_counter at the start of this thread's ingest
+        self._ingesting = threading.local()
+        self._batch_events = threading.local()  # perf_counter at the start of this thread's ingest
         if metrics is not None:
             metrics.attach(aggregator=self)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Apply several messages with one Redis write at the end (``RedisStore.batch``).
+        If that write fails, the events of the batch are forgotten by the book, so their
+        redelivery (the stream entries stay unacknowledged) applies and stores them again."""
+        events: list[str] = []
+        self._batch_events.events = events
+        try:
+            with self.store.batch():
+                yield
+        except BaseException:
+            with self.lock:
+                for event_id in events:
+                    self.book.unsee(event_id)
+            raise
+        finally:
+            self._batch_events.events = None
 
     def restore(self) -> int:
         with self.lock:
@@ -149,6 +169,9 @@ class Aggregator:
                 if m is not None:
                     m.duplicate.inc()
                 return IngestResult(True, "duplicate", applied)
+            batch_events: list[str] | None = getattr(self._batch_events, "events", None)
+            if batch_events is not None:
+                batch_events.append(alarm.event_id)
             try:
                 self.record("alarm", applied.incident, json.loads(alarm.to_json()))
             except Exception:

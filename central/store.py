@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -36,6 +39,13 @@ def incident_from_dict(d: dict[str, Any]) -> Incident:
     )
 
 
+@dataclass
+class _Batch:
+    events: list[dict[Any, Any]] = field(default_factory=list)
+    states: dict[str, Incident] = field(default_factory=dict)
+    after: list[Callable[[], None]] = field(default_factory=list)
+
+
 class RedisStore:
     """Reads and writes the book's state in Redis under the key prefix ``ns``."""
 
@@ -47,9 +57,52 @@ class RedisStore:
         self.events_key = f"{ns}:events"
         self.incidents_key = f"{ns}:incidents"
         self.deadletter_key = f"{ns}:deadletter"
+        self._local = threading.local()
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Within this thread, collect ``record`` calls and write them in one MULTI/EXEC
+        when the block ends (each incident's state once, at its latest). Callbacks given
+        to ``after_write`` run only once that write succeeded. A worker applying a batch of
+        stream entries pays one round trip instead of one per entry."""
+        if getattr(self._local, "batch", None) is not None:
+            yield  # already batching: the outer block writes
+            return
+        pending = _Batch()
+        self._local.batch = pending
+        try:
+            yield
+        finally:
+            self._local.batch = None
+        if pending.events:
+            pipe = self.r.pipeline(transaction=True)
+            for fields in pending.events:
+                pipe.xadd(self.events_key, fields)
+            pipe.hset(self.incidents_key, mapping={
+                i.id: json.dumps(i.to_dict(), separators=(",", ":"))
+                for i in pending.states.values()})
+            pipe.execute()
+        for fn in pending.after:
+            fn()
+
+    def after_write(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` once what this thread recorded is stored (now, outside a batch)."""
+        pending: _Batch | None = getattr(self._local, "batch", None)
+        if pending is None:
+            fn()
+        else:
+            pending.after.append(fn)
 
     def record(self, kind: str, incident: Incident, data: dict[str, Any]) -> str:
-        """Append one event and store the incident's state, atomically; returns the entry id."""
+        """Append one event and store the incident's state, atomically; returns the entry id
+        (empty inside a ``batch``, which writes later)."""
+        pending: _Batch | None = getattr(self._local, "batch", None)
+        if pending is not None:
+            pending.events.append({
+                "type": kind, "incident": incident.id, "t": f"{time.time():.6f}",
+                "data": json.dumps(data, separators=(",", ":"))})
+            pending.states[incident.id] = incident
+            return ""
         pipe = self.r.pipeline(transaction=True)
         pipe.xadd(self.events_key, {
             "type": kind, "incident": incident.id, "t": f"{time.time():.6f}",

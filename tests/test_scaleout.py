@@ -205,3 +205,46 @@ def test_a_redis_restart_under_a_running_central_loses_nothing(
         wait_for(lambda: "after" in cl.stored(), what="central works on without a restart")
     finally:
         cl.close()
+
+
+def test_http_api_of_one_worker_sees_and_closes_the_others_incidents(cluster: Cluster) -> None:
+    import threading
+
+    import uvicorn
+
+    from central.api import create_app
+    from tests.conftest import free_port
+    from tests.test_central import call
+
+    a = cluster.add("a")
+    b = cluster.add("b")
+    wait_for(lambda: balanced(cluster), what="partitions split")
+    zone = next(f"h{i}" for i in range(100)
+                if partition_of(cluster.site, f"h{i}", 8) in b.worker.owned)
+    cluster.publish(zone, time.time())
+    wait_for(lambda: zone in cluster.stored(), what="incident stored")
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(
+        create_app(a.aggregator, "s3cret-token-for-tests", ops=a.ops, modes=a),
+        host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, what="api up")
+    api = f"http://127.0.0.1:{port}"
+    try:
+        status, items = call(f"{api}/incidents?zone={zone}")
+        assert status == 200 and len(items) == 1  # b's incident, listed by a
+        iid = items[0]["id"]
+        status, done = call(f"{api}/incidents/{iid}/resolve", "POST",
+                            {"by": "zhao", "note": "family led away from the water"})
+        assert status == 200 and done["status"] == "resolved"
+        assert b.aggregator.book.get(iid).resolved_by == "zhao"
+        assert call(f"{api}/mode")[1] == {"mode": None, "available": ["typhoon"]}
+        assert call(f"{api}/mode", "PUT", {"mode": "flood", "by": "x"})[0] == 422
+        assert call(f"{api}/mode", "PUT", {"mode": "typhoon", "by": "x"}, token=None)[0] == 401
+        status, body = call(f"{api}/mode", "PUT", {"mode": "typhoon", "by": "duty officer"})
+        assert status == 200 and body["mode"] == "typhoon"
+        wait_for(lambda: b.planner.mode == "typhoon", what="b follows")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -1,0 +1,302 @@
+"""Load on the central aggregator: one worker against two, on a private broker and Redis.
+
+Run by hand: ``python -m benchmarks.central_load`` (about 3 minutes). It starts a private
+Mosquitto and a private Redis with an append-only file (``appendfsync everysec``: the
+persistence a site would run), then for one and for two ``perimeter central`` worker
+processes (shared subscription, partition streams):
+
+* throughput: ``--drain`` alarm messages (``--zones`` zone groups, so most merge into open
+  incidents and the rest open new ones with a speaker command each) are appended to the
+  partition streams at once, and the time until every worker has applied and acknowledged
+  all of them gives the sustained alarms/s of the incident work, persistence included;
+* latency: simulated edges publish alarms over MQTT at each ``--rates`` for ``--seconds``,
+  each opening an incident in a new zone, and a subscriber times edge publish -> speaker
+  command received, end to end (intake, partition stream, worker, Redis, command publish).
+
+Results: ``benchmarks/results/central_load.md`` and ``.json``, with the machine and date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import paho.mqtt.client as mqtt
+import redis
+from paho.mqtt.enums import CallbackAPIVersion
+
+from benchmarks.machine import machine_info
+from central.demo import Child, start_broker
+from central.netutil import free_port
+from central.streams import GROUP, PartitionKeys, partition_of
+from zones.alarm import Alarm, AlarmKind, AlarmState, Evidence
+from zones.geometry import Risk, ZoneKind
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+SITE = "loadsite"
+NS = "bench"
+PARTITIONS = 8
+CONFIG = """\
+central: {ack_timeout_s: {high: 86400, medium: 86400, low: 86400}}
+speakers: [{id: spk-1}]
+plans:
+  - name: all
+    cooldown_s: 0
+    first: {speak: {text: "危险区域，请立即离开！"}, speakers: [spk-1]}
+"""
+
+
+def make_alarm(zone: str, t: float, track: int) -> Alarm:
+    return Alarm.make(kind=AlarmKind.INTRUSION, state=AlarmState.RAISED, camera="cam-1",
+                      zone=zone, zone_kind=ZoneKind.WATER, risk=Risk.HIGH,
+                      key=f"track:{track}", first_frame=1, first_time=t, frame=1, time=t,
+                      track_id=track, track_ids=[track], profile="default",
+                      evidence=Evidence(boxes=[(10.0, 20.0, 40.0, 120.0)], scores=[0.8]))
+
+
+def topic(zone: str) -> str:
+    return f"perimeter/v1/{SITE}/alarm/cam-1/{zone}/intrusion"
+
+
+def start_redis(workdir: Path) -> tuple[Child, int]:
+    port = free_port()
+    data = workdir / "redis"
+    data.mkdir(parents=True)
+    child = Child("redis-server", ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                                   "--save", "", "--appendonly", "yes", "--appendfsync",
+                                   "everysec", "--dir", str(data)], workdir / "redis.log")
+    child.wait_port(port)
+    return child, port
+
+
+def start_workers(n: int, workdir: Path, mqtt_port: int, redis_port: int) -> list[Child]:
+    cfg = workdir / "central.yaml"
+    cfg.write_text(CONFIG, encoding="utf-8")
+    out = []
+    for i in range(n):
+        wid = f"w{i + 1}"
+        api = free_port()
+        child = Child(f"central-{wid}", [
+            sys.executable, "-m", "edge.cli", "central", "--config", str(cfg),
+            "--redis", f"redis://127.0.0.1:{redis_port}/0", "--mqtt", f"127.0.0.1:{mqtt_port}",
+            "--namespace", NS, "--client-id", f"bench-{wid}", "--worker-id", wid,
+            "--share-group", "bench", "--partitions", str(PARTITIONS), "--api-port", str(api),
+        ], workdir / f"{wid}.log", env={**os.environ,
+                                        "PERIMETER_API_TOKEN": "bench-token-0123456789"})
+        child.wait_port(api, timeout_s=60)
+        out.append(child)
+    return out
+
+
+def balanced(r: redis.Redis, n: int) -> bool:
+    holders = [r.get(f"{NS}:lease:{p}") for p in range(PARTITIONS)]
+    return all(holders) and len(set(holders)) == n
+
+
+def backlog(r: redis.Redis) -> int:
+    """Entries not yet acknowledged (read or not) over all partitions."""
+    left = 0
+    for p in range(PARTITIONS):
+        for g in r.xinfo_groups(f"{NS}:in:{p}"):
+            if g["name"] in (GROUP, GROUP.encode()):
+                left += int(g["pending"]) + int(g.get("lag") or 0)
+    return left
+
+
+def drain(r: redis.Redis, total: int, zones: int) -> dict[str, Any]:
+    """Append ``total`` alarms at once; time until all are applied and acknowledged."""
+    keys = PartitionKeys(NS, PARTITIONS)
+    now = time.time()
+    payloads = []
+    for i in range(total):
+        zone = f"d{i % zones}"
+        payloads.append((keys.stream(partition_of(SITE, zone, PARTITIONS)),
+                         make_alarm(zone, now, i).to_json(), topic(zone)))
+    t0 = time.perf_counter()
+    for start in range(0, total, 1000):
+        pipe = r.pipeline(transaction=False)
+        for stream, payload, tp in payloads[start:start + 1000]:
+            pipe.xadd(stream, {"k": "alarm", "payload": payload, "topic": tp})
+        pipe.execute()
+    appended = time.perf_counter() - t0
+    while backlog(r) > 0:
+        time.sleep(0.05)
+    wall = time.perf_counter() - t0
+    stored = r.hlen(f"{NS}:incidents")
+    return {"messages": total, "zones": zones, "append_s": round(appended, 3),
+            "wall_s": round(wall, 3), "msgs_per_s": round(total / wall, 1),
+            "incidents": stored}
+
+
+class CommandClock:
+    """Subscribes to speaker commands and notes when each incident's command arrived."""
+
+    def __init__(self, port: int):
+        self.arrived: dict[str, float] = {}
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-speaker")
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe(f"perimeter/v1/{SITE}/speaker/+/command", qos=1)
+        self.client.loop_start()
+
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        now = time.time()
+        incident = json.loads(msg.payload)["incident"]
+        with self.lock:
+            self.arrived.setdefault(incident, now)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def rate_run(r: redis.Redis, port: int, clock: CommandClock, rate: int, seconds: float,
+             tag: str) -> dict[str, Any]:
+    """Publish ``rate`` alarms/s (each a new incident) and time publish -> command."""
+    n = int(rate * seconds)
+    zones = [f"{tag}-r{rate}-{i}" for i in range(n)]
+    t_start = time.time() + 0.5
+    payloads = [make_alarm(z, t_start + i / rate, i).to_json() for i, z in enumerate(zones)]
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-edge-{tag}-{rate}")
+    pub.max_queued_messages_set(0)
+    pub.max_inflight_messages_set(1000)
+    pub.connect("127.0.0.1", port)
+    pub.loop_start()
+    published: dict[str, float] = {}
+    t0 = time.perf_counter()
+    start_wall = time.time()
+    for i, zone in enumerate(zones):
+        due = t0 + i / rate
+        lag = due - time.perf_counter()
+        if lag > 0:
+            time.sleep(lag)
+        published[zone] = time.time()
+        pub.publish(topic(zone), payloads[i], qos=1)
+    pub_s = time.time() - start_wall
+    deadline = time.monotonic() + 30
+    expect = set(zones)
+    got: dict[str, float] = {}
+    while time.monotonic() < deadline:
+        raw = r.hgetall(f"{NS}:incidents")
+        by_id = {}
+        for v in raw.values():
+            d = json.loads(v)
+            if d["zone"] in expect:
+                by_id[d["id"]] = d["zone"]
+        with clock.lock:
+            got = {by_id[i]: t for i, t in clock.arrived.items() if i in by_id}
+        if len(got) >= n:
+            break
+        time.sleep(0.25)
+    pub.loop_stop()
+    pub.disconnect()
+    lat = np.array([got[z] - published[z] for z in got]) * 1000
+    return {"rate": rate, "sent": n, "publish_s": round(pub_s, 2),
+            "achieved_rate": round(n / pub_s, 1), "commands": len(got),
+            "p50_ms": round(float(np.percentile(lat, 50)), 1) if len(lat) else None,
+            "p95_ms": round(float(np.percentile(lat, 95)), 1) if len(lat) else None,
+            "p99_ms": round(float(np.percentile(lat, 99)), 1) if len(lat) else None,
+            "max_ms": round(float(lat.max()), 1) if len(lat) else None}
+
+
+def run_config(workers: int, args: argparse.Namespace, workdir: Path,
+               mqtt_port: int) -> dict[str, Any]:
+    redis_child, redis_port = start_redis(workdir / f"r{workers}")
+    r = redis.Redis(port=redis_port)
+    children = start_workers(workers, workdir / f"r{workers}", mqtt_port, redis_port)
+    try:
+        deadline = time.monotonic() + 30
+        while not balanced(r, workers):
+            if time.monotonic() > deadline:
+                raise RuntimeError("workers did not split the partitions in 30 s")
+            time.sleep(0.1)
+        print(f"[{workers} worker(s)] draining {args.drain} alarms ...", flush=True)
+        result: dict[str, Any] = {"workers": workers, "drain": drain(r, args.drain, args.zones)}
+        print(f"  {result['drain']}", flush=True)
+        clock = CommandClock(mqtt_port)
+        result["rates"] = []
+        for rate in args.rates:
+            res = rate_run(r, mqtt_port, clock, rate, args.seconds, f"w{workers}")
+            print(f"  rate {rate}/s: {res}", flush=True)
+            result["rates"].append(res)
+        clock.close()
+        return result
+    finally:
+        for c in children:
+            c.stop()
+        redis_child.stop()
+
+
+def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    m = machine_info()
+    date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = ["# Central aggregator under load (benchmarks/central_load.py)", "",
+             f"Date: {date}. Machine: {m['cpu']}, {m['cores']} cores, {m['mem_gib']} GiB; "
+             "everything below (broker, Redis, workers, simulated edges, the speaker "
+             "subscriber) shares these cores.", "",
+             f"Private Mosquitto; private Redis with appendonly yes, appendfsync everysec; "
+             f"{PARTITIONS} partition streams; `perimeter central` worker processes on one "
+             "shared subscription.", "",
+             "## Throughput (alarms appended at once, time until all applied and acknowledged)",
+             "", "| workers | alarms | zone groups | incidents | seconds | alarms/s |",
+             "|---|---|---|---|---|---|"]
+    for res in results:
+        d = res["drain"]
+        lines.append(f"| {res['workers']} | {d['messages']} | {d['zones']} | "
+                     f"{d['incidents']} | {d['wall_s']} | {d['msgs_per_s']} |")
+    if len(results) == 2:
+        ratio = results[1]["drain"]["msgs_per_s"] / results[0]["drain"]["msgs_per_s"]
+        lines += ["", f"Two workers / one worker: {ratio:.2f}x."]
+    lines += ["", "## Latency: edge publish -> speaker command received "
+              f"({args.seconds:g} s at each rate, every alarm a new incident)", "",
+              "| workers | target rate/s | achieved | commands/sent | p50 ms | p95 ms | "
+              "p99 ms | max ms |", "|---|---|---|---|---|---|---|---|"]
+    for res in results:
+        for x in res["rates"]:
+            lines.append(f"| {res['workers']} | {x['rate']} | {x['achieved_rate']} | "
+                         f"{x['commands']}/{x['sent']} | {x['p50_ms']} | {x['p95_ms']} | "
+                         f"{x['p99_ms']} | {x['max_ms']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--drain", type=int, default=20000, help="alarms for the throughput run")
+    ap.add_argument("--zones", type=int, default=500, help="zone groups in the throughput run")
+    ap.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")],
+                    default=[100, 500, 1000, 2000], help="alarms/s for the latency runs")
+    ap.add_argument("--seconds", type=float, default=10.0, help="length of each rate run")
+    ap.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")],
+                    default=[1, 2], help="worker counts to compare")
+    ap.add_argument("--out", type=Path, default=RESULTS / "central_load")
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="central-load-") as tmp:
+        workdir = Path(tmp)
+        mqtt_port = free_port()
+        broker, _desc = start_broker("mosquitto", workdir, mqtt_port)
+        try:
+            results = [run_config(n, args, workdir, mqtt_port) for n in args.workers]
+        finally:
+            broker.stop()
+    text = report(results, args)
+    args.out.with_suffix(".md").write_text(text, encoding="utf-8")
+    args.out.with_suffix(".json").write_text(json.dumps(
+        {"machine": machine_info(), "date": dt.datetime.now(dt.UTC).isoformat(),
+         "results": results}, indent=2), encoding="utf-8")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
