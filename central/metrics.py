@@ -36,6 +36,12 @@ Where each is measured:
     broker); a notifier whose read fails is left out of that scrape.
 ``perimeter_central_mqtt_reconnects``
     at scrape time: the intake's disconnect count since start.
+``perimeter_central_intake_queued``, ``perimeter_central_intake_store_retries``
+    at scrape time: messages taken from the broker and not yet stored (so not yet
+    acknowledged); failed store attempts while Redis was unavailable.
+``perimeter_central_worker_partitions``, ``..._worker_applied``, ``..._worker_skipped``
+    at scrape time: partition streams this worker owns; entries applied; entries skipped
+    as unappliable (each logged).
 """
 
 from __future__ import annotations
@@ -68,7 +74,12 @@ class _StateCollector(Collector):
         # Names only, so registering never reads the (not yet attached) sources.
         return [GaugeMetricFamily("perimeter_central_incidents_open", ""),
                 GaugeMetricFamily("perimeter_central_notifier_backlog", "", labels=["notifier"]),
-                GaugeMetricFamily("perimeter_central_mqtt_reconnects", "")]
+                GaugeMetricFamily("perimeter_central_mqtt_reconnects", ""),
+                GaugeMetricFamily("perimeter_central_intake_queued", ""),
+                GaugeMetricFamily("perimeter_central_intake_store_retries", ""),
+                GaugeMetricFamily("perimeter_central_worker_partitions", ""),
+                GaugeMetricFamily("perimeter_central_worker_applied", ""),
+                GaugeMetricFamily("perimeter_central_worker_skipped", "")]
 
     def collect(self) -> Iterator[Metric]:
         m = self.metrics
@@ -97,6 +108,29 @@ class _StateCollector(Collector):
         if m.intake is not None:
             reconnects.add_metric([], float(getattr(m.intake, "reconnects", 0)))
         yield reconnects
+        yield from _plain_gauges([
+            ("perimeter_central_intake_queued", "Messages taken from the broker, not yet "
+             "stored (nor acknowledged)", m.intake, "queued"),
+            ("perimeter_central_intake_store_retries", "Intake store attempts that failed "
+             "(Redis unavailable) since start", m.intake, "store_retries"),
+            ("perimeter_central_worker_partitions", "Partition streams this worker owns",
+             m.worker, "owned"),
+            ("perimeter_central_worker_applied", "Stream entries this worker applied and "
+             "acknowledged since start", m.worker, "applied"),
+            ("perimeter_central_worker_skipped", "Stream entries skipped because they could "
+             "not be applied (logged) since start", m.worker, "skipped"),
+        ])
+
+
+def _plain_gauges(specs: list[tuple[str, str, Any, str]]) -> Iterator[Metric]:
+    """Gauges read from an attribute of an attached object (a set counts its members)."""
+    for name, doc, source, attr in specs:
+        g = GaugeMetricFamily(name, doc)
+        if source is not None:
+            value = getattr(source, attr, None)
+            if value is not None:
+                g.add_metric([], float(len(value) if isinstance(value, set) else value))
+        yield g
 
 
 def _open_incidents(aggregator: Any) -> float | None:
@@ -150,12 +184,15 @@ class CentralMetrics:
         self.error = self.messages.labels("error")
         self.aggregator: Any = None
         self.intake: Any = None
+        self.worker: Any = None
         self.notifiers: Mapping[str, Any] = {}
         registry.register(_StateCollector(self))
 
-    def attach(self, *, aggregator: Any = None, intake: Any = None,
+    def attach(self, *, aggregator: Any = None, intake: Any = None, worker: Any = None,
                notifiers: Mapping[str, Any] | None = None) -> None:
         """The objects the scrape-time gauges read (those given replace earlier ones)."""
+        if worker is not None:
+            self.worker = worker
         if aggregator is not None:
             self.aggregator = aggregator
         if intake is not None:

@@ -76,7 +76,7 @@ class Central:
         self.commands_sent = 0
         self.mode_key = f"{ns}:mode"
         if metrics is not None:
-            metrics.attach(intake=self.intake, notifiers=self.notifiers)
+            metrics.attach(intake=self.intake, worker=self.worker, notifiers=self.notifiers)
 
     def start(self) -> None:
         """Workers first (they load their partitions' incidents), then the intake."""

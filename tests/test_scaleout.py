@@ -248,3 +248,21 @@ def test_http_api_of_one_worker_sees_and_closes_the_others_incidents(cluster: Cl
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_worker_gauges_are_scraped(mqtt_broker: tuple[str, int], redis_url: str,
+                                   redis_ns: str) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from central.metrics import CentralMetrics
+
+    registry = CollectorRegistry()
+    c = Central(CONFIG, redis_url, *mqtt_broker, ns=redis_ns, client_id=f"m-{redis_ns[-20:]}",
+                metrics=CentralMetrics(registry))
+    c.start()
+    try:
+        text = generate_latest(registry).decode()
+        assert "perimeter_central_worker_partitions 8.0" in text
+        assert "perimeter_central_intake_queued 0.0" in text
+    finally:
+        c.stop()
