@@ -35,7 +35,7 @@ import redis
 from paho.mqtt.enums import CallbackAPIVersion
 
 from benchmarks.machine import machine_info
-from central.demo import Child, start_broker
+from central.demo_procs import Child, start_broker
 from central.netutil import free_port
 from central.streams import GROUP, PartitionKeys, partition_of
 from zones.alarm import Alarm, AlarmKind, AlarmState, Evidence
