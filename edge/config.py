@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from zones.config import CalibrationConfig, ZoneConfig
 from zones.profiles import Period
+from zones.radar_config import FusionConfig, GroundZoneConfig, RadarConfig, SiteOrigin
 
 Loc = tuple[str | int, ...]
 M = TypeVar("M", bound=BaseModel)
@@ -28,6 +29,8 @@ class Strict(BaseModel):
 class SiteConfig(Strict):
     id: str = Field("default", pattern=r"^[A-Za-z0-9_.-]+$", description="site id (MQTT topics)")
     timezone: str = Field("Asia/Shanghai", description="IANA zone the schedule is written in")
+    origin: SiteOrigin | None = Field(None, description="lat/lon of site (0, 0) metres, for "
+                                                        "radars and fences given in lat/lon")
 
 
 class EdgeConfig(Strict):
@@ -84,10 +87,14 @@ class MqttConfig(Strict):
 
 
 class ReconnectConfig(Strict):
-    """Exponential backoff with jitter between attempts to reopen a live source."""
+    """Exponential backoff with jitter between attempts to reopen a live source.
+
+    The longest wait is short on purpose: a camera that returns should be watched again
+    within seconds (3 s plus jitter and the open itself is under 5 s), and an attempt on a
+    dead camera costs one TCP connect."""
 
     initial_s: float = Field(0.5, gt=0, le=60, description="first wait after a failure")
-    max_s: float = Field(10.0, gt=0, le=600, description="longest wait between attempts")
+    max_s: float = Field(3.0, gt=0, le=600, description="longest wait between attempts")
     jitter: float = Field(0.25, ge=0, le=1, description="random share added to each wait")
 
 
@@ -112,8 +119,9 @@ class CameraConfig(Strict):
     evidence_source: str | None = Field(
         None, description="main stream for evidence snapshots when source is a sub-stream")
     fps: float | None = Field(None, gt=0, le=240, description="override the file's frame rate")
-    detect_every: int = Field(1, ge=1, le=30, description="run the detector on every k-th "
-                                                          "processed frame (tracker: every frame)")
+    detect_every: int = Field(1, ge=1, le=30, description="live: run the detector once per k "
+                                                          "frames of the stream; tracker and "
+                                                          "rules step on every processed frame")
     stall_seconds: float = Field(5.0, gt=0, le=300, description="no frame this long: stalled, "
                                                                "reconnect")
     reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig)
@@ -147,6 +155,10 @@ class PerimeterConfig(Strict):
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     periods: list[Period] = Field(default_factory=list)
     cameras: list[CameraConfig] = Field(min_length=1)
+    radars: list[RadarConfig] = Field(default_factory=list, description="radars on the site")
+    ground_zones: list[GroundZoneConfig] = Field(
+        default_factory=list, description="fences on the ground (site metres or lat/lon)")
+    fusion: FusionConfig = Field(default_factory=FusionConfig)
 
 
 class ConfigError(ValueError):

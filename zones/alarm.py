@@ -66,6 +66,19 @@ class Evidence(BaseModel):
     dwell_s: float | None = Field(default=None, ge=0, description="seconds inside so far")
     line: str | None = Field(default=None, description="tripwire id for line crossings")
     reason: str | None = Field(default=None, description="why a cleared event was sent")
+    # Radar and fused alarms (optional; camera alarms leave them empty).
+    sources: list[str] = Field(default_factory=list,
+                               description="sensors that saw it: radar:<id>, camera:<id>")
+    confidence: float | None = Field(default=None, ge=0, le=1,
+                                     description="radar-only or fused confidence, 0..1")
+    position_m: tuple[float, float] | None = Field(
+        default=None, description="ground position in site metres (x, y)")
+    speed_mps: float | None = Field(default=None, description="the radar's speed, m/s")
+    radar_track: int | None = Field(default=None, description="the radar's track id")
+    camera_track: int | None = Field(default=None,
+                                     description="the camera track fused with the radar track")
+    match_m: float | None = Field(default=None, ge=0,
+                                  description="radar-camera distance of a fused match, m")
 
 
 class Alarm(BaseModel):
@@ -79,7 +92,9 @@ class Alarm(BaseModel):
     kind: AlarmKind
     state: AlarmState
     severity: Severity
-    source: Literal["camera", "radar", "fused"] = "camera"
+    source: Literal["camera", "radar", "fused"] = Field(
+        default="camera", description="camera; radar (camera then names the radar); fused "
+                                      "(radar and camera saw it: evidence.sources)")
     camera: str = Field(min_length=1)
     zone: str = Field(min_length=1)
     zone_kind: ZoneKind
