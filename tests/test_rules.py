@@ -152,6 +152,12 @@ def test_identity_switch_inside_keeps_one_alarm() -> None:
     assert events[1].track_ids == [1, 2]
 
 
+def test_handover_reach_zero_disables_handover_even_on_the_same_spot() -> None:
+    frames = walk(1, [OUT, IN, IN, IN]) + walk(2, [IN, IN, IN])
+    events = run(IntrusionRule("cam", fence(), handover_reach=0), frames, TH)
+    assert [e.track_id for e in events if e.state is AlarmState.RAISED] == [1, 2]
+
+
 def test_someone_walking_in_next_to_a_lost_track_is_a_new_entry() -> None:
     frames = walk(1, [OUT, IN, IN, IN]) + walk(2, [OUT, (41.0, 40.0), (42.0, 40.0)])
     events = run(IntrusionRule("cam", fence()), frames, TH)

@@ -75,7 +75,7 @@ class ZoneRule:
 
     def _handover(self, tid: int, st: _Presence, present: set[int], reach: float) -> bool:
         """Continue the confirmed episode of a track that vanished near this spot."""
-        if st.seen_outside:
+        if st.seen_outside or reach <= 0:
             return False
         best: tuple[float, int] | None = None
         for other, o in self.state.items():
