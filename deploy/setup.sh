@@ -35,8 +35,16 @@ if [[ "$extras" == *central* ]]; then
   command -v redis-server >/dev/null || [[ -x /usr/bin/redis-server ]] || apt_pkgs+=(redis-server)
   command -v espeak-ng >/dev/null || apt_pkgs+=(espeak-ng alsa-utils)
 fi
+if [[ "$extras" == *dev* ]]; then
+  # The live-camera tests' RTSP camera (tests/rtsp_server.py) runs on the system Python with
+  # GStreamer's RTSP server: H.264 (x264) from the PETS09 AVI (msmpeg4, libav).
+  for p in python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
+           gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-libav; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || apt_pkgs+=("$p")
+  done
+fi
 if (( ${#apt_pkgs[@]} )); then
-  echo "setup: installing ${apt_pkgs[*]} (apt; MQTT broker, Redis, offline speech)"
+  echo "setup: installing ${apt_pkgs[*]} (apt; MQTT broker, Redis, offline speech, test camera)"
   sudo=""; [[ $(id -u) -eq 0 ]] || sudo="sudo"
   $sudo apt-get -o DPkg::Lock::Timeout=300 update -qq && $sudo apt-get -o DPkg::Lock::Timeout=300 install -y -qq "${apt_pkgs[@]}" >/dev/null
 fi

@@ -53,6 +53,13 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--metrics-port", type=int,
                    help="serve Prometheus /metrics on 127.0.0.1:PORT")
 
+    lv = sub.add_parser("run", help="live edge worker: RTSP/ONVIF cameras until stopped")
+    lv.add_argument("--config", required=True, type=Path, help="YAML config")
+    lv.add_argument("--metrics-port", type=int,
+                    help="serve Prometheus /metrics on 127.0.0.1:PORT")
+    lv.add_argument("--alarms-out", type=Path, help="also write alarm events as JSONL")
+    lv.add_argument("--quiet", action="store_true", help="no alarm lines on stdout")
+
     c = sub.add_parser("config", help="config tools")
     csub = c.add_subparsers(dest="config_command", required=True)
     chk = csub.add_parser("check", help="validate a config file")
@@ -72,10 +79,16 @@ def _parser() -> argparse.ArgumentParser:
     from central.demo import add_parser as add_demo
 
     add_demo(sub)
-    from central.speaker import add_arguments as add_speaker_arguments
+    from central.speaker_cli import add_arguments as add_speaker_arguments
 
     add_speaker_arguments(sub.add_parser(
         "speaker", help="loudspeaker agent: speak the central's MQTT commands (espeak-ng)"))
+    from edge.onvif_cli import add_parser as add_onvif
+
+    add_onvif(sub)
+    from edge.sim_radar import add_parser as add_sim
+
+    add_sim(sub)
     return p
 
 
@@ -98,6 +111,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from edge.liverun import RunOptions, run_live
+
+    loaded = load_config(args.config)
+    return run_live(loaded, RunOptions(metrics_port=args.metrics_port,
+                                       alarms_out=args.alarms_out, quiet=args.quiet))
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
     from edge.replay import build_rules, model_entry
     from edge.source import VideoFileSource
@@ -114,6 +135,11 @@ def cmd_config_check(args: argparse.Namespace) -> int:
             source.close()
         print(f"camera {cam.id}: {len(cam.zones)} zone(s): "
               + ", ".join(f"{z.id} ({z.kind.value}, {z.risk.value})" for z in cam.zones))
+    if cfg.radars or cfg.ground_zones:
+        from edge.ground import describe_ground
+
+        for line in describe_ground(loaded):
+            print(line)
     print(f"{args.file}: OK")
     return 0
 
@@ -151,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "replay":
             return cmd_replay(args)
+        if args.command == "run":
+            return cmd_run(args)
         if args.command == "config":
             return cmd_config_check(args)
         if args.command == "central":
@@ -162,9 +190,17 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_demo(args)
         if args.command == "speaker":
-            from central.speaker import run as run_speaker
+            from central.speaker_cli import run as run_speaker
 
             return run_speaker(args)
+        if args.command == "onvif":
+            from edge.onvif_cli import run as run_onvif
+
+            return run_onvif(args)
+        if args.command == "sim":
+            from edge.sim_radar import run as run_sim
+
+            return run_sim(args)
         return cmd_models(args)
     except ConfigError as exc:
         for line in exc.lines:

@@ -28,6 +28,19 @@ Metrics (label ``camera`` on all):
 ``perimeter_edge_dropped_frames_total``
     frames a live source dropped (latest-frame-wins hand-off); always 0 for replays, which
     process every frame.
+
+Live cameras (``perimeter run``, ``edge.worker``) add:
+
+``perimeter_edge_camera_status{state}``
+    1 for the camera's current state (``online``, ``degraded``, ``offline``), 0 for the others.
+``perimeter_edge_camera_fps``
+    frames per second arriving from the camera (decoded by its capture thread).
+``perimeter_edge_detect_fps``, ``perimeter_edge_detect_target_fps``
+    detector runs per second on the camera's frames, and what ``detect_every`` implies at the
+    stream's rate; ``perimeter_edge_over_capacity`` is 1 while the first stays below the second
+    (the box cannot keep up).
+``perimeter_edge_camera_reconnects_total``
+    connections lost after frames had flowed (each is followed by reconnect attempts).
 """
 
 from __future__ import annotations
@@ -106,6 +119,27 @@ class EdgeMetrics:
             "perimeter_edge_dropped_frames",
             "Frames dropped by a live source before processing (0 for replays)",
             ["camera"], registry=registry)
+        self.camera_status = Gauge(
+            "perimeter_edge_camera_status", "1 for a live camera's current state",
+            ["camera", "state"], registry=registry)
+        self.camera_fps = Gauge("perimeter_edge_camera_fps",
+                                "Frames per second arriving from a live camera",
+                                ["camera"], registry=registry)
+        self.detect_fps = Gauge("perimeter_edge_detect_fps",
+                                "Detector runs per second on a live camera's frames",
+                                ["camera"], registry=registry)
+        self.detect_target_fps = Gauge(
+            "perimeter_edge_detect_target_fps",
+            "Detector runs per second that detect_every implies at the camera's frame rate",
+            ["camera"], registry=registry)
+        self.over_capacity = Gauge(
+            "perimeter_edge_over_capacity",
+            "1 while a live camera gets fewer detections per second than it should",
+            ["camera"], registry=registry)
+        self.camera_reconnects = Counter(
+            "perimeter_edge_camera_reconnects",
+            "Live camera connections lost after frames had flowed", ["camera"],
+            registry=registry)
 
     def camera(self, camera: str) -> CameraMetrics:
         return CameraMetrics(self, camera)

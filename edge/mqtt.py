@@ -283,6 +283,17 @@ class MqttSink:
                 self._status_mids.add(info.mid)
         return info
 
+    def publish_retained(self, topic: str, payload: str) -> None:
+        """A retained QoS 1 message on this sink's connection (a live camera's status): not
+        an alarm, so not counted in ``pending``/``published`` nor stored in the outbox; paho
+        queues it while the link is down."""
+        info = self._client.publish(topic, payload, qos=1, retain=True)
+        with self._lock:
+            if info.mid in self._acked_unknown:
+                self._acked_unknown.discard(info.mid)
+            else:
+                self._status_mids.add(info.mid)
+
     # -- AlarmSink -----------------------------------------------------------------------------
 
     @property

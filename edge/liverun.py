@@ -1,0 +1,144 @@
+"""``perimeter run``: the live edge worker as a long-running service.
+
+Everything that can be checked before a camera answers is checked first (config, model
+files, ONVIF support, the metrics port), so a broken install fails at start with exit code 2
+instead of running blind; cameras that are down are not an error (they are retried for ever
+and reported offline). SIGTERM and Ctrl-C stop it cleanly: cameras are announced offline,
+the sinks are closed (MQTT waits for its acknowledgements).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edge.config import CameraConfig, ConfigError, LoadedConfig
+from edge.replay import build_rules, make_detector
+from edge.sinks import AlarmSink, JsonlSink, StdoutSink
+from edge.source import Frame
+from edge.worker import Attachment, LiveWorker
+from zones.engine import CameraRules
+
+if TYPE_CHECKING:
+    from edge.detectors import Detector
+    from edge.metrics import EdgeMetrics
+    from edge.mqtt import MqttSink
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunOptions:
+    metrics_port: int | None = None  # serve Prometheus /metrics on 127.0.0.1:port
+    alarms_out: Path | None = None
+    quiet: bool = False  # no alarm lines on stdout
+
+
+def check_onvif(loaded: LoadedConfig) -> None:
+    """ONVIF cameras need ``edge.onvif``; say so at start, pointing at the camera."""
+    for i, cam in enumerate(loaded.config.cameras):
+        if cam.onvif is not None:
+            try:
+                from edge.onvif import resolve_stream_uri  # noqa: F401
+            except ImportError as exc:
+                raise ConfigError([f"{loaded.where(('cameras', i, 'onvif'))}: ONVIF cameras "
+                                   f"need edge.onvif, which cannot be imported: {exc}"]) from exc
+
+
+def mqtt_sink(loaded: LoadedConfig) -> MqttSink:
+    from edge.mqtt import MqttSink
+
+    m = loaded.config.mqtt
+    outbox = None
+    if m.outbox is not None:  # beside the config when relative (it need not exist yet)
+        outbox = Path(m.outbox) if Path(m.outbox).is_absolute() else (
+            loaded.path.parent / m.outbox)
+    return MqttSink(m.host, m.port, edge_id=loaded.config.edge.id, site=loaded.config.site.id,
+                    username=m.username, password=m.password, outbox=outbox,
+                    outbox_max_entries=m.outbox_max_entries)
+
+
+def camera_status_topic(sink: MqttSink, camera: str) -> str:
+    from edge.mqtt import sanitize_segment
+
+    return f"{sink.prefix}/{sink.site}/edge/{sink.edge_id}/camera/{sanitize_segment(camera)}/status"
+
+
+def build_worker(loaded: LoadedConfig, opts: RunOptions, *,
+                 sinks: Sequence[AlarmSink] | None = None,
+                 detector: Detector | None = None,
+                 metrics: EdgeMetrics | None = None,
+                 attachments: Sequence[Attachment] = (),
+                 on_frame: Callable[[str, Frame], None] | None = None) -> LiveWorker:
+    """A worker for the config's cameras. ``sinks`` default to the options and config (JSONL,
+    stdout, MQTT); the first ``MqttSink`` among them also carries the camera status."""
+    check_onvif(loaded)
+    det = detector if detector is not None else make_detector(loaded)
+    if sinks is None:
+        built: list[AlarmSink] = []
+        if opts.alarms_out is not None:
+            built.append(JsonlSink(opts.alarms_out))
+        if not opts.quiet:
+            built.append(StdoutSink())
+        if loaded.config.mqtt.enabled:
+            built.append(mqtt_sink(loaded))
+        sinks = built
+    from edge.mqtt import MqttSink
+
+    mq = next((s for s in sinks if isinstance(s, MqttSink)), None)
+    publish = None
+    if mq is not None:
+        broker = mq
+
+        def publish(camera: str, payload: str) -> None:
+            broker.publish_retained(camera_status_topic(broker, camera), payload)
+
+    def rules(index: int, cam: CameraConfig, size: tuple[int, int]) -> CameraRules:
+        return build_rules(loaded, index, cam, size)
+
+    return LiveWorker(loaded, det, sinks, metrics=metrics, attachments=attachments,
+                      build_rules=rules, publish_status=publish, on_frame=on_frame)
+
+
+def run_live(loaded: LoadedConfig, opts: RunOptions,
+             stop: threading.Event | None = None) -> int:
+    """Run until ``stop`` is set, SIGTERM or Ctrl-C (KeyboardInterrupt, re-raised)."""
+    metrics = None
+    if opts.metrics_port is not None:
+        from edge.metrics import EdgeMetrics, default_metrics, serve
+
+        metrics = default_metrics()
+        metrics.latency_from = "capture"  # live frames carry their capture time
+        try:
+            serve(opts.metrics_port)
+        except OSError as exc:
+            raise ConfigError([f"metrics port {opts.metrics_port}: cannot listen on "
+                               f"127.0.0.1:{opts.metrics_port}: {exc.strerror or exc}"]) from exc
+        assert isinstance(metrics, EdgeMetrics)
+    if not log.isEnabledFor(logging.DEBUG):  # OpenCV's line per failed open repeats ours
+        import cv2
+
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    worker = build_worker(loaded, opts, metrics=metrics)
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        worker.start()
+    except ConnectionError as exc:  # the broker is down at start: say so, do not run blind
+        raise ConfigError([f"{loaded.where(('mqtt',))}: {exc}"]) from exc
+    cams = ", ".join(c.cfg.id for c in worker.cameras)
+    print(f"perimeter run: {len(worker.cameras)} camera(s): {cams}; Ctrl-C stops",
+          file=sys.stderr)
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        worker.stop()
+    return 0

@@ -1,0 +1,281 @@
+"""The live edge worker: several cameras on one box, one inference thread shared fairly.
+
+Each camera has a capture thread (``edge.livesource``) that keeps only its newest frame.
+One inference thread serves them round robin: it takes the next camera after the one it
+served last that has a fresh frame, so a busy camera cannot starve the others and every
+camera's latency is bounded by one pass over the cameras. The detector (one model in memory
+for all cameras) runs when at least ``detect_every`` frames of that camera's stream have
+arrived since its last detection (so skipped frames do not thin detection out further); the
+other frames step tracker prediction and rules only (``edge.live.StridedTracker``). A camera's
+rules are built at its first frame, when the stream's size is known, and rebuilt if the size
+changes after a reconnect.
+
+Attachments (radar, fusion) plug in beside the cameras: each gets a thread-safe ``emit`` that
+sends its alarms to the same sinks, and every camera's tracked people after every processed
+frame (``on_tracks``, called from the inference thread: it must be cheap).
+
+Camera status (``StatusBoard``) goes to Prometheus and, with MQTT enabled, to the retained
+topic ``{prefix}/{site}/edge/{edge_id}/camera/{camera}/status`` with payload ``{"state":
+"online" | "degraded" | "offline", "camera", "edge_id", "reason", "time"}``. A clean stop
+publishes ``offline``; after a crash the edge's own status topic (last will) says offline
+while camera topics keep their last state, so consumers read both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from edge.config import CameraConfig, ConfigError, LoadedConfig
+from edge.detectors import Detector
+from edge.live import CapacityMonitor, LiveCamera, StatusBoard, StridedTracker
+from edge.livesource import CameraState, LiveSource, stream_url
+from edge.sinks import AlarmSink
+from edge.source import Frame
+from edge.tracker import ByteTracker
+from zones.alarm import Alarm
+from zones.engine import CameraRules
+from zones.tracks import Detections
+
+if TYPE_CHECKING:
+    from edge.metrics import EdgeMetrics
+
+log = logging.getLogger(__name__)
+
+WINDOW_S = 3.0  # capacity and fps are judged over windows this long
+
+
+class Attachment(Protocol):
+    """A non-camera source (radar, fusion) running beside the cameras."""
+
+    def start(self, emit: Callable[[Alarm], None]) -> None: ...
+
+    def on_tracks(self, tracks: Detections) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class LiveWorker:
+    """Live cameras -> one shared detector -> per-camera tracker and rules -> sinks."""
+
+    def __init__(self, loaded: LoadedConfig, detector: Detector, sinks: Sequence[AlarmSink], *,
+                 metrics: EdgeMetrics | None = None, attachments: Sequence[Attachment] = (),
+                 build_rules: Callable[[int, CameraConfig, tuple[int, int]], CameraRules],
+                 publish_status: Callable[[str, str], None] | None = None,
+                 on_frame: Callable[[str, Frame], None] | None = None):
+        cfg = loaded.config
+        self.detector = detector
+        self.sinks = list(sinks)
+        self.metrics = metrics
+        self.attachments = list(attachments)
+        self._build_rules = build_rules
+        self._emit_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._next = 0
+        self.board = StatusBoard([c.id for c in cfg.cameras], cfg.edge.id, publish_status,
+                                 self._status_changed)
+        self.cameras: list[LiveCamera] = []
+        for i, cam in enumerate(cfg.cameras):
+            if not cam.is_live:
+                raise ConfigError([f"{loaded.where(('cameras', i, 'source'))}: camera "
+                                   f"{cam.id!r} is a video file; perimeter run needs live "
+                                   f"cameras (files: perimeter replay)"])
+            if cam.evidence_source is not None:
+                log.warning("evidence_source is not used yet: snapshots are not taken",
+                            extra={"camera": cam.id})
+            source = LiveSource(
+                cam.id, stream_url(cam), stall_s=cam.stall_seconds, reconnect=cam.reconnect,
+                on_status=functools.partial(self.board.link, cam.id), wake=self._wake,
+                on_frame=functools.partial(on_frame, cam.id) if on_frame is not None else None)
+            tracker = StridedTracker(ByteTracker(cfg.tracker, cam.fps or 25.0))
+            self.cameras.append(LiveCamera(
+                i, cam, source, tracker, CapacityMonitor(cam.detect_every),
+                metrics.camera(cam.id) if metrics is not None else None))
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open sinks, start attachments, capture threads and the inference thread."""
+        for i, s in enumerate(self.sinks):
+            try:
+                s.open()
+            except BaseException:
+                for opened in self.sinks[:i]:
+                    opened.close()
+                raise
+        for a in self.attachments:
+            a.start(self.emit)
+        for c in self.cameras:
+            self.board.announce(c.cfg.id, CameraState.OFFLINE, "connecting")
+            c.source.start()
+        self._thread = threading.Thread(target=self._loop, name="inference", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop everything; cameras are announced offline before the sinks close."""
+        self._stop.set()
+        self._wake.set()
+        for c in self.cameras:
+            c.source.stop()
+        if self._thread is not None:
+            self._thread.join(30)
+        for a in self.attachments:
+            try:
+                a.stop()
+            except Exception:
+                log.exception("attachment failed to stop")
+        self.board.announce_all(CameraState.OFFLINE, "edge worker stopped")
+        for s in self.sinks:
+            s.close()
+
+    def emit(self, alarm: Alarm) -> None:
+        """Send one alarm to every sink (thread-safe: attachments call it from their threads)."""
+        with self._emit_lock:
+            for sink in self.sinks:
+                sink.emit(alarm)
+
+    # -- the inference thread -----------------------------------------------------------------
+
+    def _loop(self) -> None:
+        next_window = time.monotonic() + WINDOW_S
+        while not self._stop.is_set():
+            self._wake.wait(0.25)
+            self._wake.clear()
+            while not self._stop.is_set() and self._serve_one():
+                if time.monotonic() >= next_window:
+                    break
+            if time.monotonic() >= next_window:
+                next_window = time.monotonic() + WINDOW_S
+                self._judge_windows()
+            self._judge_lateness()
+
+    def _serve_one(self) -> bool:
+        """Process the next camera's fresh frame, round robin; False if none has one."""
+        n = len(self.cameras)
+        for step in range(n):
+            cam = self.cameras[(self._next + step) % n]
+            frame = cam.source.slot.take()
+            if frame is None:
+                continue
+            self._next = (self._next + step + 1) % n
+            if cam.failed is None:
+                try:
+                    self._process(cam, frame)
+                except Exception:  # one bad frame must not end protection for every camera
+                    log.exception("frame processing failed", extra={"camera": cam.cfg.id})
+            return True
+        return False
+
+    def _process(self, cam: LiveCamera, frame: Frame) -> None:
+        h, w = frame.image.shape[:2]
+        if (cam.rules is None or cam.size != (w, h)) and not self._setup_rules(cam, (w, h)):
+            return
+        assert cam.rules is not None
+        m = cam.metrics
+        t0 = time.perf_counter()
+        detect = cam.last_detect is None or frame.index - cam.last_detect >= cam.cfg.detect_every
+        if detect:
+            dets = self.detector.detect(frame.image)
+            dets = dataclasses.replace(dets, camera=cam.cfg.id, frame=frame.index,
+                                       time=frame.time, frame_size=(w, h))
+            t1 = time.perf_counter()
+            tracks = cam.tracker.update(dets)
+            cam.last_detect = frame.index
+            cam.detections += 1
+        else:
+            t1 = time.perf_counter()
+            tracks = cam.tracker.predict(frame.index, frame.time)
+        t2 = time.perf_counter()
+        events = cam.rules.step(tracks)
+        t3 = time.perf_counter()
+        for alarm in events:
+            self.emit(alarm)
+            cam.alarms += 1
+            if m is not None:
+                m.alarm(alarm.zone, alarm.kind.value, alarm.state.value)
+                m.frame_to_alarm.observe(
+                    max(0.0, time.time() - frame.time) if m.latency_from == "capture"
+                    else time.perf_counter() - t0)
+        t4 = time.perf_counter()
+        for a in self.attachments:
+            try:
+                a.on_tracks(tracks)
+            except Exception:
+                log.exception("attachment failed on tracks", extra={"camera": cam.cfg.id})
+        cam.processed += 1
+        if m is not None:
+            if detect:
+                m.stage["detect"].observe(t1 - t0)
+            m.stage["track"].observe(t2 - t1)
+            m.stage["rules"].observe(t3 - t2)
+            m.stage["sinks"].observe(t4 - t3)
+            m.frame_done(t0, t4)
+
+    def _setup_rules(self, cam: LiveCamera, size: tuple[int, int]) -> bool:
+        if cam.size is not None:
+            log.warning("camera frame size changed: rules rebuilt", extra={
+                "camera": cam.cfg.id, "was": cam.size, "now": size})
+        try:
+            cam.rules = self._build_rules(cam.index, cam.cfg, size)
+        except ConfigError as exc:
+            cam.failed = "; ".join(exc.lines)
+            log.error("camera zones do not fit its stream", extra={
+                "camera": cam.cfg.id, "size": size, "error": cam.failed})
+            self.board.link(cam.cfg.id, CameraState.OFFLINE, f"config: {cam.failed}")
+            cam.source.stop(timeout=0)
+            return False
+        cam.size = size
+        return True
+
+    def _judge_windows(self) -> None:
+        """Per camera: stream and detection fps, capacity, lateness, skips and reconnects."""
+        now = time.monotonic()
+        for cam in self.cameras:
+            src, m = cam.source, self.metrics
+            cap = cam.capacity.window(now, src.frames, cam.detections)
+            skipped = src.slot.skipped
+            if m is not None:
+                cid = cam.cfg.id
+                m.dropped_frames.labels(cid).inc(skipped - cam.skipped_seen)
+                m.camera_reconnects.labels(cid).inc(src.reconnects - cam.reconnects_seen)
+                if cap is not None:
+                    cap.export(m, cid)
+            cam.skipped_seen, cam.reconnects_seen = skipped, src.reconnects
+            cam.over = None
+            if cap is not None and cap.over:
+                cam.over = (f"over capacity: {cap.detect_fps:.1f} of {cap.target_fps:.1f} "
+                            f"detections/s")
+                if cap.changed:
+                    log.warning("edge over capacity: camera %s gets %s; add a box, lower "
+                                "the stream's fps or raise detect_every", cam.cfg.id,
+                                cam.over.removeprefix("over capacity: "), extra={
+                                    "camera": cam.cfg.id, "detect_fps": round(cap.detect_fps, 2),
+                                    "target_fps": round(cap.target_fps, 2),
+                                    "skipped_total": skipped})
+            elif cap is not None and cap.changed:
+                log.info("edge back within capacity", extra={"camera": cam.cfg.id})
+
+    def _judge_lateness(self) -> None:
+        """Degraded while a connected camera sends nothing for half its stall time (it is
+        reconnected at the full stall time), or while the box is over capacity for it."""
+        now = time.monotonic()
+        for cam in self.cameras:
+            src, reason = cam.source, cam.over
+            last = src.last_frame_mono
+            if src.connected and last is not None and now - last > cam.cfg.stall_seconds / 2:
+                reason = "late: no frame for more than half the stall time"
+            self.board.degrade(cam.cfg.id, reason)
+
+    def _status_changed(self, camera: str, state: CameraState, reason: str) -> None:
+        if self.metrics is not None:
+            for s in CameraState:
+                self.metrics.camera_status.labels(camera, s.value).set(1 if s is state else 0)
+        log.info("camera %s %s: %s", camera, state.value, reason,
+                 extra={"camera": camera, "state": state.value, "reason": reason})
