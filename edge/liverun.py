@@ -106,6 +106,21 @@ def build_worker(loaded: LoadedConfig, opts: RunOptions, *,
                       build_rules=rules, publish_status=publish, on_frame=on_frame)
 
 
+def radar_attachments(loaded: LoadedConfig, opts: RunOptions) -> list[Attachment]:
+    """The radar intake (with camera fusion) when the config names radars: it subscribes to
+    their track topics on the config's broker and raises alarms into the same sinks."""
+    if not loaded.config.radars:
+        return []
+    from edge.radar import RadarWorker
+
+    kwargs = {}
+    if opts.metrics_port is not None:
+        from edge.radar_metrics import default_radar_metrics
+
+        kwargs["metrics"] = default_radar_metrics()
+    return [RadarWorker.from_config(loaded, **kwargs)]
+
+
 def run_live(loaded: LoadedConfig, opts: RunOptions,
              stop: threading.Event | None = None) -> int:
     """Run until ``stop`` is set, SIGTERM or Ctrl-C (KeyboardInterrupt, re-raised)."""
@@ -125,7 +140,8 @@ def run_live(loaded: LoadedConfig, opts: RunOptions,
         import cv2
 
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-    worker = build_worker(loaded, opts, metrics=metrics)
+    worker = build_worker(loaded, opts, metrics=metrics,
+                          attachments=radar_attachments(loaded, opts))
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
