@@ -144,6 +144,7 @@ def start_broker(choice: str, workdir: Path, port: int) -> tuple[Child, str]:
         conf = workdir / "mosquitto.conf"
         # As root, mosquitto would switch to the user 'mosquitto': name the one running us.
         conf.write_text(f"listener {port} {HOST}\nallow_anonymous true\npersistence false\n"
+                        "max_queued_messages 1000000\nmax_inflight_messages 1000\n"
                         f"user {pwd.getpwuid(os.geteuid()).pw_name}\n", encoding="utf-8")
         child = Child("mosquitto", [mosquitto, "-c", str(conf)], workdir / "mosquitto.log")
         desc = f"mosquitto ({mosquitto})"

@@ -6,12 +6,14 @@ Several aggregators share the load with an MQTT shared subscription
 (``$share/{group}/...``), each message going to one of them.
 
 Acknowledgement is manual: paho's network thread only puts a message on a bounded queue; one
-writer thread hands it to ``deliver`` (validate, then store in Redis) and sends the PUBACK
-only after ``deliver`` returned. While Redis is down the writer retries the same message with
-backoff and acknowledges nothing, so the broker keeps every later message for us (the queue
-fills, then the network thread waits, then the broker stops sending: at most its in-flight
-window is in our hands, and not acknowledged). If this process dies meanwhile, the broker
-redelivers all of it to the next one.
+writer thread hands what is queued, up to ``batch`` messages at once, to ``deliver``
+(validate, then store in Redis: one round trip per batch when ``deliver`` has ``many``) and
+sends the PUBACKs only after that returned. While Redis is down the writer retries the same
+messages with backoff and acknowledges nothing: the queue fills, the network thread waits,
+and the broker holds every later message in our persistent session. If this process dies
+meanwhile, the broker redelivers all of it to the next one. The broker must be allowed to
+hold that much: Mosquitto keeps only ``max_queued_messages`` (default 1000) per session and
+drops the rest, so a site sets it far higher (``deploy/mosquitto.conf``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 log = logging.getLogger(__name__)
 
 Deliver = Callable[[bytes, str], object]
+DeliverMany = Callable[[list[tuple[bytes, str]]], object]
 
 
 class _Msg(NamedTuple):
@@ -45,8 +48,11 @@ class MqttIntake:
     def __init__(self, deliver: Deliver, host: str = "127.0.0.1", port: int = 1883, *,
                  client_id: str = "perimeter-central", share_group: str | None = None,
                  prefix: str = "perimeter/v1", username: str | None = None,
-                 password: str | None = None, queue_size: int = 1000):
+                 password: str | None = None, queue_size: int = 1000, batch: int = 256):
         self.deliver = deliver
+        # ``deliver.many(items)`` stores a batch in one round trip when it has it
+        self._many: DeliverMany | None = getattr(deliver, "many", None)
+        self.batch = batch
         self.host, self.port = host, port
         topic = f"{prefix}/+/alarm/#"
         self.topic = f"$share/{share_group}/{topic}" if share_group else topic
@@ -99,27 +105,42 @@ class MqttIntake:
                 continue  # back-pressure: the broker holds the rest meanwhile
 
     def _write_loop(self) -> None:
+        """Take what is queued (up to ``batch`` messages), store it, then acknowledge it."""
         while True:
-            item = self._queue.get()
-            if item is None:
+            first = self._queue.get()
+            items = [first]
+            while first is not None and len(items) < self.batch:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            last = items[-1] is None
+            msgs = [m for m in items if m is not None]
+            if msgs and self._deliver(msgs):
+                for m in msgs:
+                    if m.qos > 0:
+                        self.client.ack(m.mid, m.qos)
+            if last or first is None:
                 return
-            if self._deliver(item) and item.qos > 0:
-                self.client.ack(item.mid, item.qos)
 
-    def _deliver(self, item: _Msg) -> bool:
-        """Hand one message over, retrying while Redis is unavailable; False on stop."""
+    def _deliver(self, items: list[_Msg]) -> bool:
+        """Hand messages over, retrying while Redis is unavailable; False on stop."""
         delay = 0.05
         while True:
             try:
-                self.deliver(item.payload, item.topic)
+                if self._many is not None:
+                    self._many([(m.payload, m.topic) for m in items])
+                else:
+                    for m in items:
+                        self.deliver(m.payload, m.topic)
                 return True
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 self.store_retries += 1
                 log.warning("intake cannot store yet; retrying, not acknowledged",
                             extra={"error": str(exc), "retry_in_s": delay})
             except Exception:  # a bug, not bad input (deliver never raises for that)
-                log.exception("intake could not handle a message; dropped",
-                              extra={"topic": item.topic})
+                log.exception("intake could not handle messages; dropped",
+                              extra={"topics": sorted({m.topic for m in items})[:5]})
                 return True
             if self._stop.wait(delay):
                 return False

@@ -38,18 +38,29 @@ class StreamIntake:
 
     def __call__(self, payload: bytes, topic: str) -> bool:
         """True when queued for a worker, False when rejected (and dead-lettered)."""
-        parsed = self.aggregator.parse(payload, topic)
-        if isinstance(parsed, str):
-            self.aggregator.reject(payload, topic, parsed)
-            return False
-        alarm, site = parsed
-        group = self.aggregator.book.group_of(alarm.zone)
-        p = partition_of(site, group, self.keys.partitions)
-        self.r.xadd(self.keys.stream(p), {"k": "alarm", "payload": payload, "topic": topic,
-                                          "t": f"{time.time():.6f}"},
-                    maxlen=self.max_len, approximate=True)
-        self.routed += 1
-        return True
+        return self.many([(payload, topic)]) == 1
+
+    def many(self, items: list[tuple[bytes, str]]) -> int:
+        """Validate a batch and append the good ones in one round trip; returns how many
+        were appended (the rejected ones are dead-lettered)."""
+        pipe = self.r.pipeline(transaction=False)
+        now = f"{time.time():.6f}"
+        n = 0
+        for payload, topic in items:
+            parsed = self.aggregator.parse(payload, topic)
+            if isinstance(parsed, str):
+                self.aggregator.reject(payload, topic, parsed)
+                continue
+            alarm, site = parsed
+            p = partition_of(site, self.aggregator.book.group_of(alarm.zone),
+                             self.keys.partitions)
+            pipe.xadd(self.keys.stream(p), {"k": "alarm", "payload": payload, "topic": topic,
+                                            "t": now}, maxlen=self.max_len, approximate=True)
+            n += 1
+        if n:
+            pipe.execute()
+        self.routed += n
+        return n
 
 
 class CommandTimeout(RuntimeError):
