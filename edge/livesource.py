@@ -44,6 +44,12 @@ log = logging.getLogger(__name__)
 
 CAPTURE_OPTIONS = ("rtsp_transport;tcp|fflags;nobuffer|flags;low_delay|"
                    "analyzeduration;200000|probesize;200000")
+_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+# The user's own options, if set before we ran, win over ours.
+_USER_OPTIONS = os.environ.get(_OPTIONS_ENV)
+# OpenCV reads the options from the environment at each open: set them only around a live
+# open, so video files opened in the same process (replays) decode with FFmpeg's defaults.
+_OPEN_LOCK = threading.Lock()
 
 
 class CameraState(StrEnum):
@@ -197,7 +203,6 @@ class LiveSource:
         self.stream_fps: float | None = None  # what the stream says, if plausible
 
     def start(self) -> None:
-        os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", CAPTURE_OPTIONS)
         # FFmpeg's own stderr lines ("Connection refused") duplicate our structured reasons.
         os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")  # AV_LOG_FATAL
         self._thread = threading.Thread(target=self._run, name=f"capture-{self.camera}",
@@ -212,10 +217,19 @@ class LiveSource:
 
     def _open(self, url: str) -> cv2.VideoCapture:
         timeout_ms = int(1000 * max(2.0, min(self.stall_s, 10.0)))
-        return cv2.VideoCapture(url, cv2.CAP_FFMPEG, [
-            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms,
-            cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(1000 * self.stall_s),
-            cv2.CAP_PROP_N_THREADS, 1])
+        with _OPEN_LOCK:
+            before = os.environ.get(_OPTIONS_ENV)
+            os.environ[_OPTIONS_ENV] = _USER_OPTIONS or CAPTURE_OPTIONS
+            try:
+                return cv2.VideoCapture(url, cv2.CAP_FFMPEG, [
+                    cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms,
+                    cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(1000 * self.stall_s),
+                    cv2.CAP_PROP_N_THREADS, 1])
+            finally:
+                if before is None:
+                    del os.environ[_OPTIONS_ENV]
+                else:
+                    os.environ[_OPTIONS_ENV] = before
 
     def _run(self) -> None:
         last_reason = ""

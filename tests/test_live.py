@@ -12,6 +12,7 @@ import contextlib
 import functools
 import json
 import logging
+import os
 import random
 import socket
 import threading
@@ -414,3 +415,15 @@ def test_over_capacity_is_logged_flagged_and_measured(
         assert skipped is not None and skipped > 0
     assert any(r.levelno == logging.WARNING and "edge over capacity: camera busy gets"
                in r.getMessage() for r in caplog.records)
+
+
+def test_live_open_leaves_file_decoding_options_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    # OpenCV reads OPENCV_FFMPEG_CAPTURE_OPTIONS at every open: the low-latency RTSP options
+    # must not leak into video files opened later in the same process (a replay).
+    from edge.livesource import LiveSource
+
+    monkeypatch.delenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", raising=False)
+    src = LiveSource("c", lambda: "rtsp://127.0.0.1:1/x", stall_s=1.0,
+                     reconnect=ReconnectConfig(), on_status=lambda *_: None)
+    src._open(f"rtsp://127.0.0.1:{free_port()}/x").release()
+    assert "OPENCV_FFMPEG_CAPTURE_OPTIONS" not in os.environ
