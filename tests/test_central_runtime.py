@@ -126,3 +126,44 @@ def test_alarm_to_speaker_and_governance_then_escalation(setup: Any) -> None:
     types = [e["type"] for e in central.store.events(inc.id)]
     assert types[:2] == ["alarm", "speaker_command"] and "escalated" in types
     assert types[-1] == "acknowledged"
+
+
+def test_an_ip_speaker_gets_its_command_by_http(mqtt_broker: tuple[str, int], redis_url: str,
+                                                redis_ns: str) -> None:
+    posts: queue.Queue[dict[str, Any]] = queue.Queue()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            posts.put(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    port = free_port()
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    site = redis_ns.replace(":", "-")[-30:]
+    config = CentralConfig.model_validate({
+        "speakers": [{"id": "ip-spk", "zones": ["bank"],
+                      "http_url": f"http://127.0.0.1:{port}/play"}],
+        "plans": [{"name": "water", "first": {"speak": {"text": "水深危险，请勿靠近！"}}}],
+    })
+    central = Central(config, redis_url, *mqtt_broker, ns=redis_ns, client_id=f"h-{site}")
+    central.intake.topic = f"perimeter/v1/{site}/alarm/#"
+    central.start()
+    try:
+        sink = MqttSink(*mqtt_broker, edge_id=f"e-{site}", site=site)
+        sink.open()
+        sink.emit(alarm("bank", time.time()))
+        sink.close()
+        cmd = posts.get(timeout=10)
+        assert cmd["text"] == "水深危险，请勿靠近！" and cmd["incident"]
+        (inc,) = central.aggregator.incidents()
+        wait_for(lambda: any(e["type"] == "speaker_http" and e["data"]["delivered"]
+                             for e in central.store.events(inc.id)))
+    finally:
+        central.stop()
+        server.shutdown()
+        server.server_close()
