@@ -47,7 +47,6 @@ Where each is measured:
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -55,6 +54,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+
+from edge.once import Once
 
 log = logging.getLogger(__name__)
 
@@ -205,14 +206,9 @@ class CentralMetrics:
         self.messages.labels(f"rejected:{reason}").inc()
 
 
-_default: CentralMetrics | None = None
-_lock = threading.Lock()
+_default = Once(CentralMetrics)
 
 
 def default_metrics() -> CentralMetrics:
     """The process-wide ``CentralMetrics`` on ``REGISTRY`` (created once)."""
-    global _default
-    with _lock:
-        if _default is None:
-            _default = CentralMetrics()
-        return _default
+    return _default.get()

@@ -52,6 +52,8 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
+from edge.once import Once
+
 log = logging.getLogger(__name__)
 
 STAGE_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -145,18 +147,14 @@ class EdgeMetrics:
         return CameraMetrics(self, camera)
 
 
-_default: EdgeMetrics | None = None
+_default = Once(EdgeMetrics)
 _servers: dict[tuple[str, int], WSGIServer] = {}
 _lock = threading.Lock()
 
 
 def default_metrics() -> EdgeMetrics:
     """The process-wide ``EdgeMetrics`` on ``REGISTRY`` (created once: names register once)."""
-    global _default
-    with _lock:
-        if _default is None:
-            _default = EdgeMetrics()
-        return _default
+    return _default.get()
 
 
 def serve(port: int, addr: str = "127.0.0.1",

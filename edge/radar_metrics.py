@@ -21,9 +21,9 @@ beside the camera pipeline's.
 
 from __future__ import annotations
 
-import threading
-
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+from edge.once import Once
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
@@ -48,14 +48,9 @@ class RadarMetrics:
                                  registry=registry)
 
 
-_default: RadarMetrics | None = None
-_lock = threading.Lock()
+_default = Once(RadarMetrics)
 
 
 def default_radar_metrics() -> RadarMetrics:
     """The process-wide ``RadarMetrics`` on ``REGISTRY`` (created once: names register once)."""
-    global _default
-    with _lock:
-        if _default is None:
-            _default = RadarMetrics()
-        return _default
+    return _default.get()
