@@ -154,7 +154,10 @@ def run_live(loaded: LoadedConfig, opts: RunOptions,
           file=sys.stderr)
     try:
         while not stop.wait(1.0):
-            pass
+            if not worker.alive:
+                print(f"perimeter run: inference stopped ({worker.crashed}); exiting so the "
+                      "service manager restarts the worker", file=sys.stderr)
+                return 1
     finally:
         worker.stop()
     return 0

@@ -79,6 +79,7 @@ class LiveWorker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._next = 0
+        self.crashed: str | None = None
         self.board = StatusBoard([c.id for c in cfg.cameras], cfg.edge.id, publish_status,
                                  self._status_changed)
         self.cameras: list[LiveCamera] = []
@@ -143,7 +144,21 @@ class LiveWorker:
 
     # -- the inference thread -----------------------------------------------------------------
 
+    @property
+    def alive(self) -> bool:
+        """False once the inference thread has died: nothing is detected any more, so the
+        service must exit (and be restarted) rather than look healthy."""
+        return self._thread is not None and self._thread.is_alive() and self.crashed is None
+
     def _loop(self) -> None:
+        try:
+            self._serve()
+        except Exception as exc:  # logged and flagged: ``alive`` turns False, the service exits
+            self.crashed = f"{type(exc).__name__}: {exc}"
+            log.critical("inference thread died: no camera is protected any more",
+                         exc_info=True, extra={"error": self.crashed})
+
+    def _serve(self) -> None:
         next_window = time.monotonic() + WINDOW_S
         while not self._stop.is_set():
             self._wake.wait(0.25)

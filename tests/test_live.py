@@ -427,3 +427,18 @@ def test_live_open_leaves_file_decoding_options_alone(monkeypatch: pytest.Monkey
                      reconnect=ReconnectConfig(), on_status=lambda *_: None)
     src._open(f"rtsp://127.0.0.1:{free_port()}/x").release()
     assert "OPENCV_FFMPEG_CAPTURE_OPTIONS" not in os.environ
+
+
+def test_a_dead_inference_thread_is_reported_not_hidden(tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    loaded = config(tmp_path, [{"id": "cam-x", "source": f"rtsp://127.0.0.1:{free_port()}/x"}])
+    worker = build_worker(loaded, RunOptions(quiet=True), sinks=[], detector=NoPeople())
+
+    def broken() -> None:
+        raise RuntimeError("bug in a periodic check")
+
+    worker._judge_lateness = broken  # type: ignore[method-assign]
+    with running(worker) as w:
+        wait_until(lambda: not w.alive, 10, "worker reports itself dead")
+        assert w.crashed == "RuntimeError: bug in a periodic check"
+    assert any(r.levelno == logging.CRITICAL for r in caplog.records)
