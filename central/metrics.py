@@ -23,6 +23,11 @@ Where each is measured:
 ``perimeter_central_intake_to_speaker_command_seconds``
     from the start of ``ingest`` to the return of the MQTT publish of each speaker command of
     a new incident's first plan step (escalations are not counted: no message triggered them).
+``perimeter_central_command_to_playback_seconds{speaker}``
+    speaker command published -> the speaker's ``done`` report (speech rendering and
+    playback included: seconds, not milliseconds).
+``perimeter_central_notification_delivery_seconds{notifier}``
+    notification stored in the webhook outbox -> delivered (retries and outages included).
 ``perimeter_central_speaker_commands_total{speaker}``, ``perimeter_central_notifications_total``
     ``{notifier}``: ``Central.execute`` (first steps and escalations); notifications once
     stored in their outbox.
@@ -63,6 +68,7 @@ EDGE_TO_INTAKE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
                           60.0)
 INTAKE_TO_COMMAND_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                              1.0, 2.5)
+DELIVERY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
 
 
 class _StateCollector(Collector):
@@ -169,6 +175,14 @@ class CentralMetrics:
             "perimeter_central_intake_to_speaker_command_seconds",
             "Seconds from the start of ingesting an alarm to publishing its speaker command",
             buckets=INTAKE_TO_COMMAND_BUCKETS, registry=registry)
+        self.command_to_playback = Histogram(
+            "perimeter_central_command_to_playback_seconds",
+            "Seconds from publishing a speaker command to the speaker reporting it played",
+            ["speaker"], buckets=DELIVERY_BUCKETS, registry=registry)
+        self.notification_delivery = Histogram(
+            "perimeter_central_notification_delivery_seconds",
+            "Seconds from storing a notification in its outbox to its delivery",
+            ["notifier"], buckets=DELIVERY_BUCKETS, registry=registry)
         self.speaker_commands = Counter("perimeter_central_speaker_commands",
                                         "Speaker commands published", ["speaker"],
                                         registry=registry)

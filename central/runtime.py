@@ -23,10 +23,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from central.config import CentralConfig
 from central.consumer import StreamWorker
+from central.feedback import SpeakerFeedback
 from central.incidents import Applied, IncidentBook
 from central.intake import MqttIntake
 from central.metrics import CentralMetrics
-from central.notify import build_notifiers
+from central.notify import WebhookNotifier, build_notifiers
 from central.plans import Notification, Planner, SpeakerCommand
 from central.routing import IncidentOps, StreamIntake
 from central.service import Aggregator
@@ -75,7 +76,15 @@ class Central:
                                         daemon=True)
         self.commands_sent = 0
         self.mode_key = f"{ns}:mode"
+        self.feedback = SpeakerFeedback(
+            self._log_effect, (lambda spk, s: metrics.command_to_playback.labels(spk).observe(s))
+            if metrics is not None else None)
+        self.publisher.on_connect = lambda client, *_: self.feedback.subscribe(client)
         if metrics is not None:
+            for n in self.notifiers.values():
+                if isinstance(n, WebhookNotifier):
+                    n.on_delivered = lambda nid, s: metrics.notification_delivery.labels(
+                        nid).observe(s)
             metrics.attach(intake=self.intake, worker=self.worker, notifiers=self.notifiers)
 
     def start(self) -> None:
@@ -124,6 +133,7 @@ class Central:
                 if http is not None:
                     self._http_pool.submit(self._send_http, http, eff, cid)
                 else:
+                    self.feedback.sent(cid, eff.incident, eff.speaker)
                     self.publisher.publish(command_topic(site, eff.speaker),
                                            command_payload(eff, cid, time.time()), qos=1)
                 if m is not None:

@@ -32,6 +32,7 @@ import random
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 
 import redis
 
@@ -78,6 +79,8 @@ class WebhookNotifier(StreamOutbox):
         self._opener = build_opener(use_env_proxy)
         # counters (written by the sender only; ``enqueued`` by the producer)
         self.delivered = 0
+        # called with (notifier id, seconds from enqueue to delivery) after each delivery
+        self.on_delivered: Callable[[str, float], None] | None = None
         self.retries = 0
         self.dead = 0
         self.attempts = 0
@@ -278,6 +281,9 @@ class WebhookNotifier(StreamOutbox):
         self._dirty_attempts.pop(entry.id, None)
         self._acks.add(entry.id)
         self.delivered += 1
+        if self.on_delivered is not None:  # enqueue time is in the stream entry id (ms)
+            lag = time.time() - int(entry.id.split("-")[0]) / 1000
+            self.on_delivered(self.notifier_id, max(0.0, lag))
         log.info("notification delivered", extra=self._ctx(
             entry=entry.id, key=entry.key, attempts=entry.attempts, status=outcome.status))
 

@@ -167,3 +167,38 @@ def test_an_ip_speaker_gets_its_command_by_http(mqtt_broker: tuple[str, int], re
         central.stop()
         server.shutdown()
         server.server_close()
+
+
+def test_playback_reports_close_the_loop_in_the_incident_log(setup: Any) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from central.metrics import CentralMetrics
+    from central.speaker_wire import StatusMessage, status_topic
+
+    central, _receiver, site, commands = setup
+    metrics = CentralMetrics(CollectorRegistry())
+    central.feedback._observe = (
+        lambda spk, s: metrics.command_to_playback.labels(spk).observe(s))
+    host, port = central.mqtt_addr
+    sink = MqttSink(host, port, edge_id=f"e-{site}", site=site)
+    sink.open()
+    sink.emit(alarm("bank", time.time(), camera="c1"))
+    sink.close()
+    _topic, cmd = commands.get(timeout=10)
+    # The speaker's report, as `perimeter speaker` sends it after playing the clip.
+    spk = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"rep-{site}")
+    spk.connect(host, port)
+    spk.loop_start()
+    report = StatusMessage(command_id=cmd["command_id"], speaker="spk-bank", state="done",
+                           at=time.time())
+    spk.publish(status_topic(site, "spk-bank"), report.to_bytes(), qos=1).wait_for_publish(5)
+    spk.loop_stop()
+    spk.disconnect()
+    wait_for(lambda: central.feedback.reports == 1)
+    (inc,) = central.aggregator.incidents()
+    done = [e["data"] for e in central.store.events(inc.id) if e["type"] == "speaker_status"]
+    assert done == [{"speaker": "spk-bank", "command_id": cmd["command_id"], "state": "done",
+                     "reason": None}]
+    hist = metrics.registry.get_sample_value(
+        "perimeter_central_command_to_playback_seconds_count", {"speaker": "spk-bank"})
+    assert hist == 1.0

@@ -229,6 +229,8 @@ def test_happy_path_20_signed_deliveries(rclient: redis.Redis, redis_ns: str,
         notifier.send(n)
     keys = [idempotency_key_for(n) for n in notes]
     assert notifier.backlog() == 20
+    lags: list[tuple[str, float]] = []
+    notifier.on_delivered = lambda nid, lag: lags.append((nid, lag))
     notifier.start()
     try:
         wait_until(lambda: receiver.count_processed() == 20, 10, "20 deliveries")
@@ -251,6 +253,8 @@ def test_happy_path_20_signed_deliveries(rclient: redis.Redis, redis_ns: str,
     assert [a.key for a in receiver.arrivals] == keys  # one sender: enqueue order
     assert notifier.delivered == 20 and notifier.retries == 0 and notifier.dead == 0
     assert rclient.xpending(notifier.stream_key, GROUP)["pending"] == 0
+    assert len(lags) == 20 and all(nid == notifier.notifier_id and 0 <= lag < 10
+                                   for nid, lag in lags)
 
 
 # -- (b) the fault test: the governance endpoint is down for 30 s ------------------------------
