@@ -35,6 +35,10 @@ class SiteConfig(Strict):
 
 class EdgeConfig(Strict):
     id: str = Field("edge-1", pattern=r"^[A-Za-z0-9_.-]+$", description="this edge box")
+    snapshot_dir: str | None = Field(
+        None, description="live worker: write a JPEG of each raised alarm's frame here "
+                          "(relative to the config file); its name goes into the evidence")
+    snapshot_quality: int = Field(85, ge=30, le=100, description="JPEG quality of snapshots")
 
 
 class TilingConfig(Strict):

@@ -39,6 +39,7 @@ import numpy as np
 
 from edge.config import CameraConfig
 from edge.livesource import CameraState, LiveSource
+from edge.source import Frame
 from edge.tracker import ByteTracker
 from zones.engine import CameraRules
 from zones.tracks import Detections, FloatArray
@@ -234,3 +235,5 @@ class LiveCamera:
     skipped_seen: int = 0
     over: str | None = None  # over capacity: why
     reconnects_seen: int = 0
+    evidence: LiveSource | None = None  # the main stream, for snapshots (evidence_source)
+    evidence_last: Frame | None = None

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from edge.config import CameraConfig, ConfigError, LoadedConfig
 from edge.replay import build_rules, make_detector
 from edge.sinks import AlarmSink, JsonlSink, StdoutSink
+from edge.snapshots import SnapshotWriter
 from edge.source import Frame
 from edge.worker import Attachment, LiveWorker
 from zones.engine import CameraRules
@@ -102,8 +103,14 @@ def build_worker(loaded: LoadedConfig, opts: RunOptions, *,
     def rules(index: int, cam: CameraConfig, size: tuple[int, int]) -> CameraRules:
         return build_rules(loaded, index, cam, size)
 
+    snap = loaded.config.edge.snapshot_dir
+    snapshots = None
+    if snap is not None:  # beside the config when relative (it need not exist yet)
+        folder = Path(snap) if Path(snap).is_absolute() else loaded.path.parent / snap
+        snapshots = SnapshotWriter(folder, quality=loaded.config.edge.snapshot_quality)
     return LiveWorker(loaded, det, sinks, metrics=metrics, attachments=attachments,
-                      build_rules=rules, publish_status=publish, on_frame=on_frame)
+                      build_rules=rules, publish_status=publish, on_frame=on_frame,
+                      snapshots=snapshots)
 
 
 def radar_attachments(loaded: LoadedConfig, opts: RunOptions) -> list[Attachment]:

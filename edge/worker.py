@@ -36,9 +36,10 @@ from edge.detectors import Detector
 from edge.live import CapacityMonitor, LiveCamera, StatusBoard, StridedTracker
 from edge.livesource import CameraState, LiveSource, stream_url
 from edge.sinks import AlarmSink
+from edge.snapshots import SnapshotWriter
 from edge.source import Frame
 from edge.tracker import ByteTracker
-from zones.alarm import Alarm
+from zones.alarm import Alarm, AlarmState
 from zones.engine import CameraRules
 from zones.tracks import Detections
 
@@ -67,13 +68,15 @@ class LiveWorker:
                  metrics: EdgeMetrics | None = None, attachments: Sequence[Attachment] = (),
                  build_rules: Callable[[int, CameraConfig, tuple[int, int]], CameraRules],
                  publish_status: Callable[[str, str], None] | None = None,
-                 on_frame: Callable[[str, Frame], None] | None = None):
+                 on_frame: Callable[[str, Frame], None] | None = None,
+                 snapshots: SnapshotWriter | None = None):
         cfg = loaded.config
         self.detector = detector
         self.sinks = list(sinks)
         self.metrics = metrics
         self.attachments = list(attachments)
         self._build_rules = build_rules
+        self.snapshots = snapshots
         self._emit_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -88,9 +91,6 @@ class LiveWorker:
                 raise ConfigError([f"{loaded.where(('cameras', i, 'source'))}: camera "
                                    f"{cam.id!r} is a video file; perimeter run needs live "
                                    f"cameras (files: perimeter replay)"])
-            if cam.evidence_source is not None:
-                log.warning("evidence_source is not used yet: snapshots are not taken",
-                            extra={"camera": cam.id})
             source = LiveSource(
                 cam.id, stream_url(cam), stall_s=cam.stall_seconds, reconnect=cam.reconnect,
                 on_status=functools.partial(self.board.link, cam.id), wake=self._wake,
@@ -98,7 +98,25 @@ class LiveWorker:
             tracker = StridedTracker(ByteTracker(cfg.tracker, cam.fps or 25.0))
             self.cameras.append(LiveCamera(
                 i, cam, source, tracker, CapacityMonitor(cam.detect_every),
-                metrics.camera(cam.id) if metrics is not None else None))
+                metrics.camera(cam.id) if metrics is not None else None,
+                evidence=self._evidence_source(cam)))
+
+    def _evidence_source(self, cam: CameraConfig) -> LiveSource | None:
+        """The main stream, decoded only for snapshots (when there is a snapshot_dir)."""
+        if cam.evidence_source is None:
+            return None
+        if self.snapshots is None:
+            log.warning("evidence_source given but no edge.snapshot_dir: not opened",
+                        extra={"camera": cam.id})
+            return None
+        url = cam.evidence_source
+
+        def status(state: CameraState, reason: str) -> None:
+            log.info("evidence stream %s: %s", state.value, reason,
+                     extra={"camera": cam.id, "state": state.value, "reason": reason})
+
+        return LiveSource(f"{cam.id}:evidence", lambda: url, stall_s=cam.stall_seconds,
+                          reconnect=cam.reconnect, on_status=status)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -113,9 +131,13 @@ class LiveWorker:
                 raise
         for a in self.attachments:
             a.start(self.emit)
+        if self.snapshots is not None:
+            self.snapshots.start()
         for c in self.cameras:
             self.board.announce(c.cfg.id, CameraState.OFFLINE, "connecting")
             c.source.start()
+            if c.evidence is not None:
+                c.evidence.start()
         self._thread = threading.Thread(target=self._loop, name="inference", daemon=True)
         self._thread.start()
 
@@ -125,8 +147,12 @@ class LiveWorker:
         self._wake.set()
         for c in self.cameras:
             c.source.stop()
+            if c.evidence is not None:
+                c.evidence.stop()
         if self._thread is not None:
             self._thread.join(30)
+        if self.snapshots is not None:
+            self.snapshots.stop()
         for a in self.attachments:
             try:
                 a.stop()
@@ -211,6 +237,8 @@ class LiveWorker:
         events = cam.rules.step(tracks)
         t3 = time.perf_counter()
         for alarm in events:
+            if self.snapshots is not None and alarm.state is AlarmState.RAISED:
+                alarm = self._with_snapshot(cam, alarm, frame, (w, h))
             self.emit(alarm)
             cam.alarms += 1
             if m is not None:
@@ -232,6 +260,23 @@ class LiveWorker:
             m.stage["rules"].observe(t3 - t2)
             m.stage["sinks"].observe(t4 - t3)
             m.frame_done(t0, t4)
+
+    def _with_snapshot(self, cam: LiveCamera, alarm: Alarm, frame: Frame,
+                       size: tuple[int, int]) -> Alarm:
+        """The alarm with its snapshot's name; the main stream's frame when it is fresh
+        (within 1 s of the detection frame), else the detection frame itself."""
+        assert self.snapshots is not None
+        image = frame.image
+        if cam.evidence is not None:
+            cam.evidence_last = cam.evidence.slot.take() or cam.evidence_last
+            main = cam.evidence_last
+            if main is not None and abs(main.time - frame.time) <= 1.0:
+                image = main.image
+        name = self.snapshots.request(alarm, image, size)
+        if name is None:
+            return alarm
+        return alarm.model_copy(update={
+            "evidence": alarm.evidence.model_copy(update={"snapshot": name})})
 
     def _setup_rules(self, cam: LiveCamera, size: tuple[int, int]) -> bool:
         if cam.size is not None:

@@ -79,6 +79,9 @@ class Evidence(BaseModel):
                                      description="the camera track fused with the radar track")
     match_m: float | None = Field(default=None, ge=0,
                                   description="radar-camera distance of a fused match, m")
+    snapshot: str | None = Field(
+        default=None, description="JPEG of the raising frame with the boxes drawn, relative "
+                                  "to the edge's snapshot_dir: {camera}/{alarm id}.jpg")
 
 
 class Alarm(BaseModel):
