@@ -42,9 +42,9 @@ from edge.config import load_config
 from edge.liverun import RunOptions, build_worker
 from edge.livesource import CameraState
 from edge.metrics import EdgeMetrics
+from edge.sim_rtsp import RtspServer, read_stamp
 from edge.source import Frame
 from edge.worker import LiveWorker
-from tests.rtsp_server import RtspServer, read_stamp
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

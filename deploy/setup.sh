@@ -36,8 +36,8 @@ if [[ "$extras" == *central* ]]; then
   command -v espeak-ng >/dev/null || apt_pkgs+=(espeak-ng alsa-utils)
 fi
 if [[ "$extras" == *dev* ]]; then
-  # The live-camera tests' RTSP camera (tests/rtsp_server.py) runs on the system Python with
-  # GStreamer's RTSP server: H.264 (x264) from the PETS09 AVI (msmpeg4, libav).
+  # The RTSP camera simulator (perimeter sim rtsp: edge/sim_rtsp_server.py) runs on the system
+  # Python with GStreamer's RTSP server: H.264 (x264) from the PETS09 AVI (msmpeg4, libav).
   for p in python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
            gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-libav; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || apt_pkgs+=("$p")

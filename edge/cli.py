@@ -89,6 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     from edge.sim_radar import add_parser as add_sim
 
     add_sim(sub)
+    from edge.sim_cli import add_parsers as add_sim_cameras
+
+    add_sim_cameras(sub)  # sim rtsp, sim onvif
     return p
 
 
@@ -197,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
             from edge.onvif_cli import run as run_onvif
 
             return run_onvif(args)
+        if args.command == "sim" and args.sim_command in ("rtsp", "onvif"):
+            from edge.sim_cli import run as run_sim_camera
+
+            return run_sim_camera(args)
         if args.command == "sim":
             from edge.sim_radar import run as run_sim
 

@@ -35,11 +35,11 @@ from edge.live import CapacityMonitor, StridedTracker
 from edge.liverun import RunOptions, build_worker
 from edge.livesource import Backoff, CameraState, LatestSlot, diagnose
 from edge.metrics import EdgeMetrics
+from edge.sim_rtsp import RtspServer, gst_rtsp_available
 from edge.sinks import JsonlSink
 from edge.source import Frame
 from edge.tracker import ByteTracker
 from edge.worker import LiveWorker
-from tests.rtsp_server import RtspServer, gst_rtsp_available
 from zones.alarm import Alarm, AlarmKind, AlarmState, Evidence
 from zones.geometry import Risk, ZoneKind
 from zones.tracks import Detections

@@ -1,7 +1,9 @@
-"""A whole live site as a user would run it: one config naming an RTSP camera, an ONVIF
-camera and a radar, ``perimeter run`` and ``perimeter sim radar`` as real processes against
-the test RTSP server (PETS09 as a live camera), a simulated ONVIF device whose profile points
-at it, and the real broker. Camera and radar alarms and each camera's status must arrive."""
+"""A whole live site exactly as the README tells a user to try it: ``config/live_site.yaml``
+(an RTSP camera, an ONVIF camera and a radar), ``perimeter sim rtsp``, ``perimeter sim onvif``,
+``perimeter sim radar`` and ``perimeter run`` as real processes through the command line, and
+the real broker. Only the ports, the site id and the broker are rewritten in a copy of the
+config, so parallel runs do not collide. Camera and radar alarms and each camera's status must
+arrive, and every process must stop on SIGTERM with exit 0."""
 
 from __future__ import annotations
 
@@ -20,54 +22,88 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
+from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.conftest import free_port
-from tests.onvif_device import Device, DeviceSpec, Profile
-from tests.rtsp_server import RtspServer, gst_rtsp_available
+from central.netutil import free_port
+from edge.sim_rtsp import gst_rtsp_available
 
 PETS = Path("mot15/PETS09-S2L1")
+READY_S = 20.0  # a simulator prints its address within this
+
+
+def spawn(args: list[str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
+    """``perimeter ARGS`` (the venv's interpreter, as the console script runs it)."""
+    with log.open("wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "edge.cli", *args], cwd=cwd,
+                                stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONPATH": str(cwd)})
+
+
+def wait_ready(proc: subprocess.Popen[bytes], log: Path, prefix: str) -> str:
+    """The line a simulator prints once it serves; fails with its log if it exits first."""
+    deadline = time.monotonic() + READY_S
+    while time.monotonic() < deadline:
+        lines = [ln for ln in log.read_text(errors="replace").splitlines()
+                 if ln.startswith(prefix)]
+        if lines:
+            return lines[0]
+        if proc.poll() is not None:
+            pytest.fail(f"{prefix} exited with {proc.returncode}:\n{log.read_text()[-2000:]}",
+                        pytrace=False)
+        time.sleep(0.05)  # poll interval
+    pytest.fail(f"{prefix} not ready within {READY_S:g} s:\n{log.read_text()[-2000:]}",
+                pytrace=False)
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> int | None:
+    """SIGTERM, then SIGKILL if it hangs; its exit code (None: it had to be killed)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+        return None
 
 
 @pytest.fixture
 def site(shared_data: Path, repo_root: Path, tmp_path: Path,
          mqtt_broker: tuple[str, int]) -> Iterator[tuple[Path, str]]:
+    """config/live_site.yaml with fresh ports, site id and the test broker; both camera
+    simulators running (``perimeter sim rtsp`` and ``perimeter sim onvif``)."""
     why = gst_rtsp_available()
     if why is not None:
-        pytest.fail(f"the test RTSP server needs GStreamer's RTSP server ({why}); run "
+        pytest.fail(f"perimeter sim rtsp needs GStreamer's RTSP server ({why}); run "
                     "deploy/setup.sh --full", pytrace=False)
-    rtsp = RtspServer(shared_data / PETS / "vtest.avi", free_port(), fps=7,
-                      log_path=tmp_path / "rtsp.log")
-    rtsp.start()
-    onvif = Device(DeviceSpec(rtsp_port=rtsp.port, profiles=[
-        Profile("main", "MainStream", 768, 576, rtsp.mount)])).start()
-    doc = yaml.safe_load((repo_root / "config/pets09_radar.yaml").read_text())
+    rtsp_port, onvif_port = free_port(), free_port()
+    doc = yaml.safe_load((repo_root / "config/live_site.yaml").read_text(encoding="utf-8"))
     site_id = f"live-{uuid.uuid4().hex[:8]}"
     doc["site"]["id"] = site_id
-    doc["edge"]["id"] = f"edge-{site_id}"
     host, port = mqtt_broker
-    doc["mqtt"] = {"enabled": True, "host": host, "port": port}
-    cam = doc["cameras"][0]
-    del cam["source"], cam["fps"]
-    doc["cameras"] = [
-        {**cam, "id": "cam-rtsp", "source": rtsp.url(), "detect_every": 2},
-        {**cam, "id": "cam-onvif", "detect_every": 2,
-         "onvif": {"host": "127.0.0.1", "port": onvif.port, "username": "admin",
-                   "password": "secret"}},
-    ]
+    doc["mqtt"].update(host=host, port=port)
+    by_id = {c["id"]: c for c in doc["cameras"]}
+    url = by_id["cam-rtsp"]["source"].replace(":8554/", f":{rtsp_port}/")
+    assert url == f"rtsp://127.0.0.1:{rtsp_port}/live", by_id["cam-rtsp"]["source"]
+    by_id["cam-rtsp"]["source"] = url
+    by_id["cam-onvif"]["onvif"]["port"] = onvif_port
     path = tmp_path / "site.yaml"
     path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    video = shared_data / PETS / "vtest.avi"
+    procs = [spawn(["sim", "rtsp", "--video", str(video), "--fps", "7", "--port",
+                    str(rtsp_port)], tmp_path / "sim-rtsp.log", repo_root)]
     try:
+        line = wait_ready(procs[0], tmp_path / "sim-rtsp.log", "sim rtsp:")
+        assert line.startswith(f"sim rtsp: {url} serving"), line
+        procs.append(spawn(["sim", "onvif", "--rtsp-url", url, "--port", str(onvif_port)],
+                           tmp_path / "sim-onvif.log", repo_root))
+        line = wait_ready(procs[1], tmp_path / "sim-onvif.log", "sim onvif:")
+        assert f"http://127.0.0.1:{onvif_port}/onvif/device_service" in line, line
         yield path, site_id
     finally:
-        onvif.close()
-        rtsp.stop()
-
-
-def spawn(args: list[str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "edge.cli", *args], cwd=cwd,
-                                stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONPATH": str(cwd)})
+        codes = [stop(p) for p in reversed(procs)]
+    assert codes == [0] * len(procs), f"simulators' exit codes (onvif, rtsp): {codes}"
+    assert "stopped" in (tmp_path / "sim-rtsp.log").read_text()
 
 
 def test_rtsp_onvif_and_radar_site_raises_alarms_on_the_broker(
@@ -75,7 +111,7 @@ def test_rtsp_onvif_and_radar_site_raises_alarms_on_the_broker(
         mqtt_broker: tuple[str, int]) -> None:
     config, site_id = site
     got: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
-    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"obs-{site_id}")
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"obs-{site_id}")
     sub.on_message = lambda _c, _u, m: got.put((m.topic, json.loads(m.payload)))
     sub.connect(*mqtt_broker)
     sub.subscribe(f"perimeter/v1/{site_id}/#", qos=1)
@@ -87,7 +123,7 @@ def test_rtsp_onvif_and_radar_site_raises_alarms_on_the_broker(
     online: set[str] = set()
     alarms: dict[str, set[str]] = {}  # camera (or radar) id -> sources seen
     try:
-        deadline = time.monotonic() + 150
+        deadline = time.monotonic() + 45
         while time.monotonic() < deadline:
             assert edge.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
             try:
@@ -108,10 +144,8 @@ def test_rtsp_onvif_and_radar_site_raises_alarms_on_the_broker(
             f"alarms by sensor: {alarms}\n{(tmp_path / 'run.log').read_text()[-3000:]}")
         assert alarms["radar-1"] <= {"radar", "fused"}
     finally:
-        radar.send_signal(signal.SIGTERM)
-        edge.send_signal(signal.SIGTERM)
-        radar.wait(15)
-        rc = edge.wait(20)
+        stop(radar, 15)
+        rc = stop(edge)
         sub.loop_stop()
         sub.disconnect()
     assert rc == 0, (tmp_path / "run.log").read_text()[-3000:]

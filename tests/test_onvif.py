@@ -37,7 +37,8 @@ from edge.onvif import (
     resolve_stream_uri,
     with_credentials,
 )
-from tests.onvif_device import Device, DeviceSpec, IpycamDevice
+from edge.sim_onvif import Device, DeviceSpec
+from tests.onvif_device import IpycamDevice
 
 REPO = Path(__file__).resolve().parents[1]
 
