@@ -88,10 +88,10 @@ def _parser() -> argparse.ArgumentParser:
     add_onvif(sub)
     from edge.sim_radar import add_parser as add_sim
 
-    add_sim(sub)
+    sim_commands = add_sim(sub)
     from edge.sim_cli import add_parsers as add_sim_cameras
 
-    add_sim_cameras(sub)  # sim rtsp, sim onvif
+    add_sim_cameras(sim_commands)  # sim rtsp, sim onvif
     return p
 
 

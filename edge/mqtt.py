@@ -109,6 +109,18 @@ class _Flight:
     replay: bool = False  # published by the replay thread (counts against REPLAY_WINDOW)
 
 
+class _ClosedSocketNoise(logging.Filter):
+    """paho 2.x logs "Client is not connected" at ERROR when its network thread runs one more
+    loop after a clean ``disconnect()``; an outage is reported by our own on_disconnect."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Client is not connected")
+
+
+_PAHO_LOG = logging.getLogger(f"{__name__}.paho")
+_PAHO_LOG.addFilter(_ClosedSocketNoise())
+
+
 class MqttSink:
     """Publish alarms (QoS 1) and this edge's availability (retained) to an MQTT broker."""
 
@@ -163,7 +175,7 @@ class MqttSink:
         self._client.max_inflight_messages_set(20)
         self._client.reconnect_delay_set(RECONNECT_MIN_DELAY_S, RECONNECT_MAX_DELAY_S)
         self._client.connect_timeout = connect_timeout_s
-        self._client.enable_logger(logging.getLogger(f"{__name__}.paho"))
+        self._client.enable_logger(_PAHO_LOG)
         self._client.on_pre_connect = self._on_pre_connect
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect

@@ -32,10 +32,9 @@ log = logging.getLogger(__name__)
 ALL_INTERFACES = "0.0.0.0"
 
 
-def add_parsers(sub: Any) -> None:
-    """Register ``rtsp`` and ``onvif`` under the ``sim`` command ``edge.sim_radar`` made."""
-    sim = sub.choices["sim"]
-    ssub = next(a for a in sim._actions if isinstance(a, argparse._SubParsersAction))
+def add_parsers(ssub: Any) -> None:
+    """Register ``rtsp`` and ``onvif`` among the ``sim`` subcommands (``edge.sim_radar``
+    makes ``sim``)."""
     r = ssub.add_parser("rtsp", help="serve a video file as a live RTSP camera (GStreamer)")
     r.add_argument("--video", required=True, type=Path, help="video file, served in a loop")
     r.add_argument("--port", type=int, default=8554, help="RTSP port")

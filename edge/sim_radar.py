@@ -20,12 +20,15 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import signal
 import sys
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -146,9 +149,15 @@ def host_port(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+if TYPE_CHECKING:
+    SubCommands = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+def add_parser(sub: SubCommands) -> SubCommands:
+    """Register ``sim`` and its ``radar`` command; returns ``sim``'s subcommands (the camera
+    simulators add theirs, ``edge.sim_cli``)."""
     s = sub.add_parser("sim", help="simulated sensors for testing a site")
-    ssub = s.add_subparsers(dest="sim_command", required=True)
+    ssub: SubCommands = s.add_subparsers(dest="sim_command", required=True)
     r = ssub.add_parser("radar", help="publish radar tracks of PETS09's real trajectories")
     r.add_argument("--config", required=True, type=Path, help="YAML config with radars")
     r.add_argument("--radar", help="radar id in the config (default: the first)")
@@ -167,6 +176,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     r.add_argument("--id-offset", type=int, default=100, help="radar track id = gt id + this")
     r.add_argument("--latlon", action="store_true", help="send lat/lon (needs site.origin)")
     r.add_argument("--qos", type=int, choices=(0, 1), default=0, help="MQTT QoS")
+    return ssub
 
 
 def run(args: argparse.Namespace) -> int:
@@ -216,8 +226,13 @@ def run(args: argparse.Namespace) -> int:
     info: mqtt.MQTTMessageInfo | None = None
     print(f"sim radar {rid}: {len(frames)} scans of {gt} to {host}:{port} {radar.topic}")
     limit = args.max_messages
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())  # stop cleanly, say what was sent
     try:
         for msgs in stream(frames, radar, opts, origin=ground.origin, loop=args.loop):
+            if stop.is_set():
+                break
             for m in msgs if limit is None else msgs[:max(limit - sent, 0)]:
                 info = client.publish(radar.topic, m.to_json(), qos=args.qos)
                 sent += 1

@@ -144,8 +144,11 @@ def test_rtsp_onvif_and_radar_site_raises_alarms_on_the_broker(
             f"alarms by sensor: {alarms}\n{(tmp_path / 'run.log').read_text()[-3000:]}")
         assert alarms["radar-1"] <= {"radar", "fused"}
     finally:
-        stop(radar, 15)
+        radar_rc = stop(radar, 15)
         rc = stop(edge)
         sub.loop_stop()
         sub.disconnect()
     assert rc == 0, (tmp_path / "run.log").read_text()[-3000:]
+    assert radar_rc == 0, (tmp_path / "sim.log").read_text()[-2000:]
+    assert "messages published" in (tmp_path / "sim.log").read_text()
+    assert "ERROR" not in (tmp_path / "run.log").read_text()
