@@ -63,6 +63,7 @@ from central.speaker_wire import (
     status_filter,
     status_topic,
 )
+from edge.mqttlog import paho_logger
 
 __all__ = [  # what the rest of the system imports from here
     "CommandMessage", "HttpSpeaker", "SpeakerAgent", "SpeakerError", "StatusMessage",
@@ -132,7 +133,7 @@ class SpeakerAgent:
         self._client.max_queued_messages_set(0)
         self._client.reconnect_delay_set(1, 30)
         self._client.connect_timeout = connect_timeout_s
-        self._client.enable_logger(logging.getLogger(f"{__name__}.paho"))
+        self._client.enable_logger(paho_logger(f"{__name__}.paho"))
         self._client.will_set(self.availability_topic, "offline", qos=1, retain=True)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect

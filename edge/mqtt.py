@@ -65,6 +65,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from edge.mqttlog import paho_logger
 from edge.outbox import DEFAULT_MAX_ENTRIES, Outbox, OutboxError
 from zones.alarm import Alarm
 
@@ -107,18 +108,6 @@ class _Flight:
     info: mqtt.MQTTMessageInfo
     event_id: str | None = None  # stored in the outbox: delete it on PUBACK
     replay: bool = False  # published by the replay thread (counts against REPLAY_WINDOW)
-
-
-class _ClosedSocketNoise(logging.Filter):
-    """paho 2.x logs "Client is not connected" at ERROR when its network thread runs one more
-    loop after a clean ``disconnect()``; an outage is reported by our own on_disconnect."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Client is not connected")
-
-
-_PAHO_LOG = logging.getLogger(f"{__name__}.paho")
-_PAHO_LOG.addFilter(_ClosedSocketNoise())
 
 
 class MqttSink:
@@ -175,7 +164,7 @@ class MqttSink:
         self._client.max_inflight_messages_set(20)
         self._client.reconnect_delay_set(RECONNECT_MIN_DELAY_S, RECONNECT_MAX_DELAY_S)
         self._client.connect_timeout = connect_timeout_s
-        self._client.enable_logger(_PAHO_LOG)
+        self._client.enable_logger(paho_logger(f"{__name__}.paho"))
         self._client.on_pre_connect = self._on_pre_connect
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect

@@ -36,6 +36,7 @@ from pydantic import ValidationError
 
 from edge.config import LoadedConfig
 from edge.ground import load_ground
+from edge.mqttlog import paho_logger
 from edge.radar_metrics import RadarMetrics, default_radar_metrics
 from zones.alarm import Alarm
 from zones.calibration import GroundPlane
@@ -91,7 +92,7 @@ class RadarWorker:
         if username is not None:
             self._client.username_pw_set(username, password)
         self._client.reconnect_delay_set(1, 30)
-        self._client.enable_logger(logging.getLogger(f"{__name__}.paho"))
+        self._client.enable_logger(paho_logger(f"{__name__}.paho"))
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_disconnect = self._on_disconnect
