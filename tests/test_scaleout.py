@@ -162,14 +162,21 @@ def test_a_dead_workers_partitions_and_unfinished_entries_are_taken_over(
     assert pending["pending"] == 0
 
 
-def test_operator_commands_reach_the_owner_and_the_mode_is_shared(cluster: Cluster) -> None:
+def incident_owned_by_second_worker(cluster: Cluster,
+                                    prefix: str) -> tuple[Central, Central, str]:
+    """Workers a and b split the partitions; one incident, in a zone b owns."""
     a = cluster.add("a")
     b = cluster.add("b")
     wait_for(lambda: balanced(cluster), what="partitions split")
-    zone = next(f"m{i}" for i in range(100)
-                if partition_of(cluster.site, f"m{i}", 8) in b.worker.owned)
+    zone = next(f"{prefix}{i}" for i in range(100)
+                if partition_of(cluster.site, f"{prefix}{i}", 8) in b.worker.owned)
     cluster.publish(zone, time.time())
     wait_for(lambda: zone in cluster.stored(), what="incident stored")
+    return a, b, zone
+
+
+def test_operator_commands_reach_the_owner_and_the_mode_is_shared(cluster: Cluster) -> None:
+    a, b, zone = incident_owned_by_second_worker(cluster, "m")
     inc_id = cluster.stored()[zone]["id"]
     ops = IncidentOps(a.aggregator, PartitionKeys(cluster.ns, 8), a.worker)
     assert ops.acknowledge(inc_id, "li")["acknowledged_by"] == "li"  # applied by b
@@ -216,13 +223,7 @@ def test_http_api_of_one_worker_sees_and_closes_the_others_incidents(cluster: Cl
     from tests.conftest import free_port
     from tests.test_central import call
 
-    a = cluster.add("a")
-    b = cluster.add("b")
-    wait_for(lambda: balanced(cluster), what="partitions split")
-    zone = next(f"h{i}" for i in range(100)
-                if partition_of(cluster.site, f"h{i}", 8) in b.worker.owned)
-    cluster.publish(zone, time.time())
-    wait_for(lambda: zone in cluster.stored(), what="incident stored")
+    a, b, zone = incident_owned_by_second_worker(cluster, "h")
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(
         create_app(a.aggregator, "s3cret-token-for-tests", ops=a.ops, modes=a),
