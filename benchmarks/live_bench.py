@@ -1,14 +1,14 @@
 """Live cameras: glass-to-alarm latency, several cameras on one box, time back online.
 
 Run by hand: ``python -m benchmarks.live_bench [--seconds 60]``; writes
-``benchmarks/results/live.md`` and ``.json``. The camera is ``tests/rtsp_server.py`` serving
-PETS09 (768x576) over RTSP on loopback with the wall-clock time at which each frame goes into
-the encoder drawn into its pixels. The edge decodes that stamp from the frame it receives, so
-"glass" is the moment the frame entered the (stand-in) camera's encoder and "alarm" is the
-moment an MQTT subscriber on the real broker received the alarm for that frame: encode, RTSP,
-decode, hand-off, detection, tracking, rules and MQTT are all inside the figure. The stand-in
-camera's encoders run on the same two cores as the edge: their CPU time is reported beside
-the figures (a real camera encodes on its own chip).
+``benchmarks/results/live.md`` and ``.json``. The camera is ``perimeter sim rtsp``
+(``edge/sim_rtsp.py``) serving PETS09 (768x576) over RTSP on loopback with the wall-clock time
+at which each frame goes into the encoder drawn into its pixels. The edge decodes that stamp
+from the frame it receives, so "glass" is the moment the frame entered the (stand-in) camera's
+encoder and "alarm" is the moment an MQTT subscriber on the real broker received the alarm for
+that frame: encode, RTSP, decode, hand-off, detection, tracking, rules and MQTT are all inside
+the figure. The stand-in camera's encoders run on the same two cores as the edge: their CPU
+time is reported beside the figures (a real camera encodes on its own chip).
 
 Three phases: (1) one camera, every frame detected: glass-to-alarm p50/p99; (2) three cameras
 at 10 frames/s with ``detect_every: 2`` (5 detections/s each): per-camera figures; (3) the
@@ -237,7 +237,7 @@ def write(res: dict[str, Any]) -> None:
     lines = [
         "# Live cameras (benchmarks/live_bench.py)", "",
         f"Date: {res['date']}. Machine: {m['cpu']}, {m['cores']} cores. Detector yolov4-tiny "
-        "416x320 (config/pets09.yaml). Camera: tests/rtsp_server.py serving PETS09 (768x576, "
+        "416x320 (config/pets09.yaml). Camera: perimeter sim rtsp serving PETS09 (768x576, "
         "H.264 x264 zerolatency) over RTSP/TCP on loopback, source time stamped in the pixels; "
         "alarms timed at an MQTT subscriber on the real broker. 12 high-risk fences in a grid so "
         f"that alarms are many. {res['seconds']:.0f} s measured per phase after a warm-up. "
