@@ -3,8 +3,10 @@
 Everything that can be checked before a camera answers is checked first (config, model
 files, ONVIF support, the metrics port), so a broken install fails at start with exit code 2
 instead of running blind; cameras that are down are not an error (they are retried for ever
-and reported offline). SIGTERM and Ctrl-C stop it cleanly: cameras are announced offline,
-the sinks are closed (MQTT waits for its acknowledgements).
+and reported offline), nor is a broker that cannot be reached yet (alarms wait in the outbox
+and go out once it answers: an edge box that boots while the uplink is down still protects).
+SIGTERM and Ctrl-C stop it cleanly: cameras are announced offline, the sinks are closed (MQTT
+waits for its acknowledgements).
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ def mqtt_sink(loaded: LoadedConfig) -> MqttSink:
             loaded.path.parent / m.outbox)
     return MqttSink(m.host, m.port, edge_id=loaded.config.edge.id, site=loaded.config.site.id,
                     username=m.username, password=m.password, outbox=outbox,
-                    outbox_max_entries=m.outbox_max_entries)
+                    outbox_max_entries=m.outbox_max_entries, require_connection=False)
 
 
 def camera_status_topic(sink: MqttSink, camera: str) -> str:
@@ -154,7 +156,7 @@ def run_live(loaded: LoadedConfig, opts: RunOptions,
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         worker.start()
-    except ConnectionError as exc:  # the broker is down at start: say so, do not run blind
+    except ConnectionError as exc:  # the broker refused us (credentials): a config problem
         raise ConfigError([f"{loaded.where(('mqtt',))}: {exc}"]) from exc
     cams = ", ".join(c.cfg.id for c in worker.cameras)
     print(f"perimeter run: {len(worker.cameras)} camera(s): {cams}; Ctrl-C stops",

@@ -118,11 +118,12 @@ class MqttSink:
                  username: str | None = None, password: str | None = None,
                  client_id: str | None = None, connect_timeout_s: float = 10.0,
                  publish_timeout_s: float = 10.0, outbox: Path | None = None,
-                 outbox_max_entries: int = DEFAULT_MAX_ENTRIES):
+                 outbox_max_entries: int = DEFAULT_MAX_ENTRIES, require_connection: bool = True):
         if qos not in (1, 2):
             raise ValueError(f"qos must be 1 or 2 for alarms (at least once), got {qos}")
         self.host = host
         self.port = port
+        self.require_connection = require_connection  # the default of ``open``
         self.edge_id = _check_segment("edge_id", edge_id)
         self.site = _check_segment("site", site)
         self.prefix = _check_prefix(prefix)
@@ -320,12 +321,19 @@ class MqttSink:
     def connected(self) -> bool:
         return self._connected.is_set()
 
-    def open(self) -> None:
+    def open(self, *, require_connection: bool | None = None) -> None:
         """Connect and start the network thread; ``ConnectionError`` naming host:port if the
         broker refuses or is not reachable within ``connect_timeout_s`` (attempts are retried
         inside that window; stopping paho's thread may add up to a second). With an outbox,
-        open it first (``OutboxError`` if it cannot be) and start the replay thread."""
+        open it first (``OutboxError`` if it cannot be) and start the replay thread.
+
+        ``require_connection=False`` (a 24/7 edge worker): a broker that is merely unreachable
+        is logged and retried in the background while the worker protects the site; alarms
+        wait in the outbox (or paho's memory) and go out once it answers. A broker that
+        refuses the connection (credentials) still raises."""
         self._refused = None
+        if require_connection is None:
+            require_connection = self.require_connection
         if self.outbox_path is not None:
             self._outbox = Outbox(self.outbox_path, max_entries=self.outbox_max_entries)
             if len(self._outbox):
@@ -337,6 +345,13 @@ class MqttSink:
             self._client.loop_start()
             deadline = time.monotonic() + self.connect_timeout_s
             while not self._connected.wait(0.05):
+                if self._refused is None and time.monotonic() > deadline and (
+                        not require_connection):
+                    log.warning("mqtt broker unreachable at start; alarms are kept and sent "
+                                "once it answers", extra={
+                                    "broker": f"{self.host}:{self.port}",
+                                    "why": self._why(), "outbox": self._outbox is not None})
+                    break
                 if self._refused is not None or time.monotonic() > deadline:
                     self._client.loop_stop()
                     raise ConnectionError(

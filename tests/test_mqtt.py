@@ -511,3 +511,31 @@ def test_open_fails_clearly_without_broker() -> None:
 def test_invalid_topic_ids_rejected(kwargs: dict[str, str]) -> None:
     with pytest.raises(ValueError, match=r"MQTT|reserved"):
         MqttSink(**kwargs)  # type: ignore[arg-type]
+
+
+def test_an_edge_can_start_while_the_broker_is_unreachable(
+        mosquitto_private: MosquittoBroker, subscribers: list[Subscriber],
+        tmp_path: Path) -> None:
+    """A 24/7 worker booting while the uplink is down starts anyway; its alarms wait in the
+    outbox and arrive once the broker answers."""
+    host, port = mosquitto_private.address
+    # A persistent subscriber (the broker keeps its session across the restart): nothing
+    # the edge sends after the broker returns can slip past it.
+    sub = Subscriber(host, port, ALARM_FILTER, client_id=unique("boot-sub"),
+                     clean_session=False)
+    subscribers.append(sub)
+    mosquitto_private.stop()
+    sink = MqttSink(host, port, edge_id="edge-boot", site="park", outbox=tmp_path / "o.db",
+                    connect_timeout_s=0.5, publish_timeout_s=TIMEOUT, require_connection=False)
+    sink.open()
+    try:
+        alarms = [make_alarm(i, zone="boot") for i in range(3)]
+        for a in alarms:
+            sink.emit(a)
+        assert sink.backlog == 3
+        mosquitto_private.start()
+        got = collect_event_ids(sub, {a.event_id for a in alarms}, timeout=TIMEOUT)
+        assert set(got) >= {a.event_id for a in alarms}
+        assert sink.flush()
+    finally:
+        sink.close()
