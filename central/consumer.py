@@ -141,7 +141,7 @@ class StreamWorker:
                 return
             floor = text(mine[0]["last-delivered-id"])
         if floor != "0-0":
-            self.r.xtrim(stream, minid=floor, approximate=True)
+            self.r.xtrim(stream, minid=floor, approximate=False)  # once a second: exact is cheap
 
     def _adopt(self, p: int) -> None:
         ensure_group(self.r, self.keys.stream(p))

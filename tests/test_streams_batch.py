@@ -78,3 +78,14 @@ def test_a_failed_write_leaves_the_batch_pending_and_it_is_applied_again(
     assert stored == {"w1", "w2"}
     assert r.xlen(store.events_key) == 2
     assert sum(r.xpending(keys.stream(p), GROUP)["pending"] for p in range(2)) == 0
+
+
+def test_applied_entries_are_trimmed_from_the_partition_streams(worker: StreamWorker) -> None:
+    r, keys = worker.r, worker.keys
+    fill(r, keys, [f"t{i}" for i in range(40)])
+    done = 0
+    while done < 40:
+        done += worker.poll()
+    assert sum(r.xlen(keys.stream(p)) for p in range(2)) >= 40
+    worker.rebalance(time.time())  # renews the leases and trims what every consumer is done with
+    assert sum(r.xlen(keys.stream(p)) for p in range(2)) <= 2  # at most the last delivered one
