@@ -158,11 +158,18 @@ class PerimeterConfig(Strict):
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     periods: list[Period] = Field(default_factory=list)
-    cameras: list[CameraConfig] = Field(min_length=1)
+    cameras: list[CameraConfig] = Field(default_factory=list,
+                                        description="cameras (none: a radar-only site)")
     radars: list[RadarConfig] = Field(default_factory=list, description="radars on the site")
     ground_zones: list[GroundZoneConfig] = Field(
         default_factory=list, description="fences on the ground (site metres or lat/lon)")
     fusion: FusionConfig = Field(default_factory=FusionConfig)
+
+    @model_validator(mode="after")
+    def _some_sensor(self) -> PerimeterConfig:
+        if not self.cameras and not self.radars:
+            raise ValueError("a site needs at least one camera or one radar")
+        return self
 
 
 class ConfigError(ValueError):

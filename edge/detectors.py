@@ -38,6 +38,15 @@ class Detector(Protocol):
         ...
 
 
+class NoDetector:
+    """A radar-only site has no camera: no model is loaded, and nothing calls this."""
+
+    name = "none"
+
+    def detect(self, image: Image) -> Detections:
+        raise DetectorError("this site has no camera; nothing should ask for detections")
+
+
 def _clip(boxes: npt.NDArray[np.float64], w: int, h: int) -> npt.NDArray[np.float64]:
     boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
     boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)

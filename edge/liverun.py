@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge.config import CameraConfig, ConfigError, LoadedConfig
+from edge.detectors import NoDetector
 from edge.replay import build_rules, make_detector
 from edge.sinks import AlarmSink, JsonlSink, StdoutSink
 from edge.snapshots import SnapshotWriter
@@ -82,7 +83,8 @@ def build_worker(loaded: LoadedConfig, opts: RunOptions, *,
     """A worker for the config's cameras. ``sinks`` default to the options and config (JSONL,
     stdout, MQTT); the first ``MqttSink`` among them also carries the camera status."""
     check_onvif(loaded)
-    det = detector if detector is not None else make_detector(loaded)
+    det = detector if detector is not None else (
+        make_detector(loaded) if loaded.config.cameras else NoDetector())
     if sinks is None:
         built: list[AlarmSink] = []
         if opts.alarms_out is not None:

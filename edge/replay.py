@@ -54,6 +54,8 @@ class ReplayOptions:
 
 def pick_camera(loaded: LoadedConfig, camera: str | None) -> tuple[int, CameraConfig]:
     cams = loaded.config.cameras
+    if not cams:
+        raise ConfigError([f"{loaded.path}: no cameras (a radar-only site: perimeter run)"])
     if camera is None:
         return 0, cams[0]
     for i, cam in enumerate(cams):

@@ -202,6 +202,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(["--speed must be in (0, 1000], --fps in (0, 100], --drop in [0, 1)"])
     gt = args.gt
     if gt is None:
+        if not cfg.cameras:
+            raise ConfigError(["--gt is needed: the config has no camera to find it beside"])
         src = cfg.cameras[0].source or ""
         gt = loaded.resolve_path(src).parent / "gt" / "gt.txt"
     try:

@@ -53,7 +53,7 @@ def assert_no_output(tmp_path: Path) -> None:
     (GOOD.format(video="v.avi", polygon=SQUARE).replace("risk: high", "risk: high\n        "
                                                         "thresholds: {dwell_seconds: -3}"), 8,
      "cameras[0].zones[0].thresholds.dwell_seconds", "greater than 0"),
-    ("cameras: []\n", 1, "cameras", "at least 1 item"),
+    ("cameras: []\n", 1, "(top level)", "at least one camera or one radar"),
     ("detector:\n  model: yolov4-tiny\n  model: ssd\ncameras: []\n", 3, "detector.model",
      "duplicate key"),
 ])

@@ -152,3 +152,35 @@ def test_rtsp_onvif_and_radar_site_raises_alarms_on_the_broker(
     assert radar_rc == 0, (tmp_path / "sim.log").read_text()[-2000:]
     assert "messages published" in (tmp_path / "sim.log").read_text()
     assert "ERROR" not in (tmp_path / "run.log").read_text()
+
+
+def test_a_radar_only_site_runs_without_a_camera_or_a_model(
+        repo_root: Path, shared_data: Path, tmp_path: Path,
+        mqtt_broker: tuple[str, int]) -> None:
+    doc = yaml.safe_load((repo_root / "config/live_site.yaml").read_text(encoding="utf-8"))
+    site_id = f"radar-{uuid.uuid4().hex[:8]}"
+    doc["site"]["id"] = site_id
+    doc["mqtt"].update(host=mqtt_broker[0], port=mqtt_broker[1])
+    del doc["cameras"]
+    config = tmp_path / "radar_only.yaml"
+    config.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    got: queue.Queue[dict[str, Any]] = queue.Queue()
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"obs-{site_id}")
+    sub.on_message = lambda _c, _u, m: got.put(json.loads(m.payload))
+    sub.connect(*mqtt_broker)
+    sub.subscribe(f"perimeter/v1/{site_id}/alarm/#", qos=1)
+    sub.loop_start()
+    edge = spawn(["run", "--config", str(config), "--quiet"], tmp_path / "run.log", repo_root)
+    radar = spawn(["sim", "radar", "--config", str(config), "--speed", "4", "--loop",
+                   "--gt", str(shared_data / PETS / "gt/gt.txt")], tmp_path / "sim.log",
+                  repo_root)
+    try:
+        msg = got.get(timeout=30)
+        assert msg["source"] == "radar" and msg["camera"] == "radar-1", msg
+    finally:
+        stop(radar, 15)
+        rc = stop(edge)
+        sub.loop_stop()
+        sub.disconnect()
+    assert rc == 0, (tmp_path / "run.log").read_text()[-3000:]
+    assert "0 camera(s)" in (tmp_path / "run.log").read_text()
