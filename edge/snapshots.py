@@ -16,12 +16,19 @@ import queue
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
+from edge.config import CameraConfig
+from edge.livesource import CameraState, LiveSource
+from edge.source import Frame
 from zones.alarm import Alarm
+
+if TYPE_CHECKING:
+    from edge.live import LiveCamera
 
 log = logging.getLogger(__name__)
 
@@ -101,3 +108,38 @@ class SnapshotWriter:
         tmp = job.path.with_suffix(".part")
         tmp.write_bytes(buf.tobytes())
         tmp.replace(job.path)  # readers never see half a file
+
+
+def evidence_stream(cam: CameraConfig, snapshots: SnapshotWriter | None) -> LiveSource | None:
+    """The camera's main stream, decoded only for snapshots (when there is a snapshot_dir)."""
+    if cam.evidence_source is None:
+        return None
+    if snapshots is None:
+        log.warning("evidence_source given but no edge.snapshot_dir: not opened",
+                    extra={"camera": cam.id})
+        return None
+    url = cam.evidence_source
+
+    def status(state: CameraState, reason: str) -> None:
+        log.info("evidence stream %s: %s", state.value, reason,
+                 extra={"camera": cam.id, "state": state.value, "reason": reason})
+
+    return LiveSource(f"{cam.id}:evidence", lambda: url, stall_s=cam.stall_seconds,
+                      reconnect=cam.reconnect, on_status=status)
+
+
+def with_snapshot(snapshots: SnapshotWriter, cam: LiveCamera, alarm: Alarm, frame: Frame,
+                  size: tuple[int, int]) -> Alarm:
+    """The alarm with its snapshot's name; the main stream's frame when it is fresh (within
+    1 s of the detection frame), else the detection frame itself."""
+    image = frame.image
+    if cam.evidence is not None:
+        cam.evidence_last = cam.evidence.slot.take() or cam.evidence_last
+        main = cam.evidence_last
+        if main is not None and abs(main.time - frame.time) <= 1.0:
+            image = main.image
+    name = snapshots.request(alarm, image, size)
+    if name is None:
+        return alarm
+    return alarm.model_copy(update={
+        "evidence": alarm.evidence.model_copy(update={"snapshot": name})})

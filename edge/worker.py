@@ -36,7 +36,7 @@ from edge.detectors import Detector
 from edge.live import CapacityMonitor, LiveCamera, StatusBoard, StridedTracker
 from edge.livesource import CameraState, LiveSource, stream_url
 from edge.sinks import AlarmSink
-from edge.snapshots import SnapshotWriter
+from edge.snapshots import SnapshotWriter, evidence_stream, with_snapshot
 from edge.source import Frame
 from edge.tracker import ByteTracker
 from zones.alarm import Alarm, AlarmState
@@ -99,24 +99,7 @@ class LiveWorker:
             self.cameras.append(LiveCamera(
                 i, cam, source, tracker, CapacityMonitor(cam.detect_every),
                 metrics.camera(cam.id) if metrics is not None else None,
-                evidence=self._evidence_source(cam)))
-
-    def _evidence_source(self, cam: CameraConfig) -> LiveSource | None:
-        """The main stream, decoded only for snapshots (when there is a snapshot_dir)."""
-        if cam.evidence_source is None:
-            return None
-        if self.snapshots is None:
-            log.warning("evidence_source given but no edge.snapshot_dir: not opened",
-                        extra={"camera": cam.id})
-            return None
-        url = cam.evidence_source
-
-        def status(state: CameraState, reason: str) -> None:
-            log.info("evidence stream %s: %s", state.value, reason,
-                     extra={"camera": cam.id, "state": state.value, "reason": reason})
-
-        return LiveSource(f"{cam.id}:evidence", lambda: url, stall_s=cam.stall_seconds,
-                          reconnect=cam.reconnect, on_status=status)
+                evidence=evidence_stream(cam, self.snapshots)))
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -238,7 +221,7 @@ class LiveWorker:
         t3 = time.perf_counter()
         for alarm in events:
             if self.snapshots is not None and alarm.state is AlarmState.RAISED:
-                alarm = self._with_snapshot(cam, alarm, frame, (w, h))
+                alarm = with_snapshot(self.snapshots, cam, alarm, frame, (w, h))
             self.emit(alarm)
             cam.alarms += 1
             if m is not None:
@@ -260,23 +243,6 @@ class LiveWorker:
             m.stage["rules"].observe(t3 - t2)
             m.stage["sinks"].observe(t4 - t3)
             m.frame_done(t0, t4)
-
-    def _with_snapshot(self, cam: LiveCamera, alarm: Alarm, frame: Frame,
-                       size: tuple[int, int]) -> Alarm:
-        """The alarm with its snapshot's name; the main stream's frame when it is fresh
-        (within 1 s of the detection frame), else the detection frame itself."""
-        assert self.snapshots is not None
-        image = frame.image
-        if cam.evidence is not None:
-            cam.evidence_last = cam.evidence.slot.take() or cam.evidence_last
-            main = cam.evidence_last
-            if main is not None and abs(main.time - frame.time) <= 1.0:
-                image = main.image
-        name = self.snapshots.request(alarm, image, size)
-        if name is None:
-            return alarm
-        return alarm.model_copy(update={
-            "evidence": alarm.evidence.model_copy(update={"snapshot": name})})
 
     def _setup_rules(self, cam: LiveCamera, size: tuple[int, int]) -> bool:
         if cam.size is not None:
