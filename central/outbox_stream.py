@@ -30,6 +30,7 @@ from typing import Any
 
 import redis
 
+from central.streams import text
 from central.webhook_request import check_key, encode_body
 
 # the name these logs had before the notify module was split, so log filters keep working
@@ -39,10 +40,6 @@ GROUP = "senders"
 
 
 # -- small helpers -----------------------------------------------------------------------------
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes | bytearray) else str(value)
 
 
 def _raw(value: Any) -> bytes:
@@ -69,7 +66,7 @@ def _stream_entries(resp: Any) -> list[tuple[str, dict[str, Any]]]:
         elif (isinstance(node, list | tuple) and len(node) >= 2
               and isinstance(node[0], bytes | str) and (node[1] is None
                                                         or isinstance(node[1], dict))):
-            out.append((_text(node[0]), {_text(k): v for k, v in (node[1] or {}).items()}))
+            out.append((text(node[0]), {text(k): v for k, v in (node[1] or {}).items()}))
         elif isinstance(node, list | tuple):
             for item in node:
                 if not isinstance(item, bytes | str):  # skip stream names
@@ -130,7 +127,7 @@ class StreamOutbox:
         """
         check_key(idempotency_key)
         body = encode_body(payload)
-        entry_id = _text(self.r.xadd(self.stream_key, {
+        entry_id = text(self.r.xadd(self.stream_key, {
             "key": idempotency_key, "body": body, "t": f"{time.time():.6f}"}))
         self.enqueued += 1
         log.debug("notification enqueued", extra=self._ctx(entry=entry_id, key=idempotency_key))
@@ -149,7 +146,7 @@ class StreamOutbox:
         moved = 0
         entries: Any = self.r.xrange(self.dead_key, count=count)
         for dead_id, raw in entries:
-            fields = {_text(k): v for k, v in raw.items()}
+            fields = {text(k): v for k, v in raw.items()}
             pipe = self.r.pipeline(transaction=True)
             pipe.xadd(self.stream_key, {"key": fields.get("key", b""),
                                         "body": fields.get("body", b""),
@@ -220,7 +217,7 @@ class StreamOutbox:
             resp: Any = self.r.xautoclaim(self.stream_key, GROUP, self.consumer,
                                           int(self.claim_idle_s * 1000), start_id=cursor,
                                           count=100)
-            cursor = _text(resp[0])
+            cursor = text(resp[0])
             for entry_id, fields in _stream_entries(resp[1]):
                 entry = self._adopt(entry_id, fields)
                 if entry is not None:
@@ -241,7 +238,7 @@ class StreamOutbox:
         values: Any = self.r.hmget(self.attempts_key, [e.id for e in entries])
         for entry, value in zip(entries, values, strict=True):
             if value is not None:
-                entry.attempts = max(entry.attempts, int(_text(value)))
+                entry.attempts = max(entry.attempts, int(text(value)))
 
     def _adopt(self, entry_id: str, fields: dict[str, Any]) -> OutboxEntry | None:
         if entry_id in self._entries or entry_id in self._acks or entry_id in self._deads:
@@ -249,7 +246,7 @@ class StreamOutbox:
         if not fields:  # deleted while pending: only the pending record is left
             self._acks.add(entry_id)
             return None
-        entry = OutboxEntry(entry_id, _text(fields.get("key", "")),
+        entry = OutboxEntry(entry_id, text(fields.get("key", "")),
                             _raw(fields.get("body", b"")))
         if "body" not in fields or not entry.key:
             self._deads[entry_id] = (entry, "malformed outbox entry (no key or body)", None)

@@ -9,7 +9,6 @@ and applies retention. Every effect is recorded in the incident's event log.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -32,7 +31,7 @@ from central.plans import Notification, Planner, SpeakerCommand
 from central.routing import IncidentOps, StreamIntake
 from central.service import Aggregator
 from central.speaker import HttpSpeaker, command_payload, command_topic
-from central.store import RedisStore
+from central.store import RedisStore, event_fields
 from central.streams import DEFAULT_PARTITIONS, PartitionKeys
 
 log = logging.getLogger(__name__)
@@ -186,9 +185,7 @@ class Central:
             pipe.delete(self.mode_key)
         else:
             pipe.set(self.mode_key, mode)
-        pipe.xadd(self.store.events_key, {"type": "mode", "incident": "",
-                                          "t": f"{time.time():.6f}",
-                                          "data": json.dumps({"mode": mode, "by": who})})
+        pipe.xadd(self.store.events_key, event_fields("mode", "", {"mode": mode, "by": who}))
         pipe.execute()
         log.warning("emergency mode switched", extra={"mode": mode, "by": who})
 

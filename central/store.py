@@ -39,6 +39,17 @@ def incident_from_dict(d: dict[str, Any]) -> Incident:
     )
 
 
+def event_fields(kind: str, incident_id: str, data: dict[str, Any]) -> dict[Any, Any]:
+    """One entry of the event log (``incident_id`` empty for site-wide events)."""
+    return {"type": kind, "incident": incident_id, "t": f"{time.time():.6f}",
+            "data": json.dumps(data, separators=(",", ":"))}
+
+
+def state_json(inc: Incident) -> str:
+    """An incident's current state as stored in the hash."""
+    return json.dumps(inc.to_dict(), separators=(",", ":"))
+
+
 @dataclass
 class _Batch:
     events: list[dict[Any, Any]] = field(default_factory=list)
@@ -79,7 +90,7 @@ class RedisStore:
             for fields in pending.events:
                 pipe.xadd(self.events_key, fields)
             pipe.hset(self.incidents_key, mapping={
-                i.id: json.dumps(i.to_dict(), separators=(",", ":"))
+                i.id: state_json(i)
                 for i in pending.states.values()})
             pipe.execute()
         for fn in pending.after:
@@ -98,18 +109,13 @@ class RedisStore:
         (empty inside a ``batch``, which writes later)."""
         pending: _Batch | None = getattr(self._local, "batch", None)
         if pending is not None:
-            pending.events.append({
-                "type": kind, "incident": incident.id, "t": f"{time.time():.6f}",
-                "data": json.dumps(data, separators=(",", ":"))})
+            pending.events.append(event_fields(kind, incident.id, data))
             pending.states[incident.id] = incident
             return ""
         pipe = self.r.pipeline(transaction=True)
-        pipe.xadd(self.events_key, {
-            "type": kind, "incident": incident.id, "t": f"{time.time():.6f}",
-            "data": json.dumps(data, separators=(",", ":")),
-        })
+        pipe.xadd(self.events_key, event_fields(kind, incident.id, data))
         pipe.hset(self.incidents_key, incident.id,
-                  json.dumps(incident.to_dict(), separators=(",", ":")))
+                  state_json(incident))
         entry_id, _ = pipe.execute()
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
@@ -117,7 +123,7 @@ class RedisStore:
         """Write every incident the book holds (after Redis came back, possibly empty)."""
         if book.incidents:
             self.r.hset(self.incidents_key, mapping={
-                i.id: json.dumps(i.to_dict(), separators=(",", ":"))
+                i.id: state_json(i)
                 for i in book.incidents.values()})
         return len(book.incidents)
 

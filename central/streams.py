@@ -24,9 +24,7 @@ from the broker live only in the stream until a worker has applied them.
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 import zlib
 from collections.abc import Sequence
 from typing import Any
@@ -147,13 +145,5 @@ def ensure_group(r: redis.Redis, stream: str) -> None:
 
 
 def text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def decode_reply(raw: bytes | str) -> dict[str, Any]:
-    out: dict[str, Any] = json.loads(raw)
-    return out
-
-
-def now() -> float:
-    return time.time()
+    """A Redis reply value as text (bytes from a client without decode_responses)."""
+    return value.decode("utf-8") if isinstance(value, bytes | bytearray) else str(value)
