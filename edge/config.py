@@ -228,6 +228,12 @@ class Loaded(Generic[M]):
         beside = self.path.parent / p
         return beside if beside.exists() else p
 
+    def output_path(self, value: str) -> Path:
+        """A path the program writes (an outbox, a snapshot folder): relative ones are
+        beside the config file; it need not exist yet."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.path.parent / p
+
 
 LoadedConfig = Loaded[PerimeterConfig]
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from edge.config import CameraConfig, ConfigError, LoadedConfig
 from edge.detectors import NoDetector
-from edge.replay import build_rules, make_detector
+from edge.replay import build_rules, make_detector, mqtt_sink
 from edge.sinks import AlarmSink, JsonlSink, StdoutSink
 from edge.snapshots import SnapshotWriter
 from edge.source import Frame
@@ -55,19 +55,6 @@ def check_onvif(loaded: LoadedConfig) -> None:
                                    f"need edge.onvif, which cannot be imported: {exc}"]) from exc
 
 
-def mqtt_sink(loaded: LoadedConfig) -> MqttSink:
-    from edge.mqtt import MqttSink
-
-    m = loaded.config.mqtt
-    outbox = None
-    if m.outbox is not None:  # beside the config when relative (it need not exist yet)
-        outbox = Path(m.outbox) if Path(m.outbox).is_absolute() else (
-            loaded.path.parent / m.outbox)
-    return MqttSink(m.host, m.port, edge_id=loaded.config.edge.id, site=loaded.config.site.id,
-                    username=m.username, password=m.password, outbox=outbox,
-                    outbox_max_entries=m.outbox_max_entries, require_connection=False)
-
-
 def camera_status_topic(sink: MqttSink, camera: str) -> str:
     from edge.mqtt import sanitize_segment
 
@@ -92,7 +79,7 @@ def build_worker(loaded: LoadedConfig, opts: RunOptions, *,
         if not opts.quiet:
             built.append(StdoutSink())
         if loaded.config.mqtt.enabled:
-            built.append(mqtt_sink(loaded))
+            built.append(mqtt_sink(loaded, require_connection=False))
         sinks = built
     from edge.mqtt import MqttSink
 
@@ -109,9 +96,9 @@ def build_worker(loaded: LoadedConfig, opts: RunOptions, *,
 
     snap = loaded.config.edge.snapshot_dir
     snapshots = None
-    if snap is not None:  # beside the config when relative (it need not exist yet)
-        folder = Path(snap) if Path(snap).is_absolute() else loaded.path.parent / snap
-        snapshots = SnapshotWriter(folder, quality=loaded.config.edge.snapshot_quality)
+    if snap is not None:
+        snapshots = SnapshotWriter(loaded.output_path(snap),
+                                   quality=loaded.config.edge.snapshot_quality)
     return LiveWorker(loaded, det, sinks, metrics=metrics, attachments=attachments,
                       build_rules=rules, publish_status=publish, on_frame=on_frame,
                       snapshots=snapshots)

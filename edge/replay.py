@@ -32,6 +32,7 @@ from zones.profiles import Schedule
 
 if TYPE_CHECKING:
     from edge.metrics import EdgeMetrics
+    from edge.mqtt import MqttSink
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,18 @@ def pick_camera(loaded: LoadedConfig, camera: str | None) -> tuple[int, CameraCo
             return i, cam
     raise ConfigError([f"{loaded.path}: no camera {camera!r} (have: "
                        f"{', '.join(c.id for c in cams)})"])
+
+
+def mqtt_sink(loaded: LoadedConfig, *, require_connection: bool = True) -> MqttSink:
+    """The MQTT alarm sink the config describes (not opened)."""
+    from edge.mqtt import MqttSink
+
+    m = loaded.config.mqtt
+    outbox = loaded.output_path(m.outbox) if m.outbox is not None else None
+    return MqttSink(m.host, m.port, edge_id=loaded.config.edge.id, site=loaded.config.site.id,
+                    username=m.username, password=m.password, outbox=outbox,
+                    outbox_max_entries=m.outbox_max_entries,
+                    require_connection=require_connection)
 
 
 def model_entry(loaded: LoadedConfig) -> ModelEntry:
@@ -123,17 +136,7 @@ def run_replay(loaded: LoadedConfig, opts: ReplayOptions, out: IO[str] = sys.std
     if not opts.quiet:
         sinks.append(StdoutSink(_TqdmStream() if opts.progress else out))  # type: ignore[arg-type]
     if opts.mqtt or loaded.config.mqtt.enabled:
-        from edge.mqtt import MqttSink
-
-        m = loaded.config.mqtt
-        outbox = None
-        if m.outbox is not None:  # beside the config when relative (it need not exist yet)
-            outbox = Path(m.outbox) if Path(m.outbox).is_absolute() else (
-                loaded.path.parent / m.outbox)
-        sinks.append(MqttSink(m.host, m.port, edge_id=loaded.config.edge.id,
-                              site=loaded.config.site.id, username=m.username,
-                              password=m.password, outbox=outbox,
-                              outbox_max_entries=m.outbox_max_entries))
+        sinks.append(mqtt_sink(loaded))
     metrics: EdgeMetrics | None = None
     if opts.metrics_port is not None:
         from edge.metrics import default_metrics, serve  # prometheus-client: only when asked
