@@ -67,6 +67,28 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> int | None:
         return None
 
 
+def observe(broker: tuple[str, int], topic: str,
+            client_id: str) -> tuple[mqtt.Client, queue.Queue[tuple[str, dict[str, Any]]]]:
+    """A real subscriber on the broker; (topic, JSON payload) pairs in arrival order."""
+    got: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+    sub.on_message = lambda _c, _u, m: got.put((m.topic, json.loads(m.payload)))
+    sub.connect(*broker)
+    sub.subscribe(topic, qos=1)
+    sub.loop_start()
+    return sub, got
+
+
+def run_edge_and_radar(config: Path, repo_root: Path, shared_data: Path,
+                       tmp_path: Path) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
+    """``perimeter run`` and ``perimeter sim radar`` (PETS09 trajectories, 4x) on ``config``."""
+    edge = spawn(["run", "--config", str(config), "--quiet"], tmp_path / "run.log", repo_root)
+    radar = spawn(["sim", "radar", "--config", str(config), "--speed", "4", "--loop",
+                   "--gt", str(shared_data / PETS / "gt/gt.txt")], tmp_path / "sim.log",
+                  repo_root)
+    return edge, radar
+
+
 @pytest.fixture
 def site(shared_data: Path, repo_root: Path, tmp_path: Path,
          mqtt_broker: tuple[str, int]) -> Iterator[tuple[Path, str]]:
@@ -110,16 +132,8 @@ def test_rtsp_onvif_and_radar_site_raises_alarms_on_the_broker(
         site: tuple[Path, str], repo_root: Path, shared_data: Path, tmp_path: Path,
         mqtt_broker: tuple[str, int]) -> None:
     config, site_id = site
-    got: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
-    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"obs-{site_id}")
-    sub.on_message = lambda _c, _u, m: got.put((m.topic, json.loads(m.payload)))
-    sub.connect(*mqtt_broker)
-    sub.subscribe(f"perimeter/v1/{site_id}/#", qos=1)
-    sub.loop_start()
-    edge = spawn(["run", "--config", str(config), "--quiet"], tmp_path / "run.log", repo_root)
-    radar = spawn(["sim", "radar", "--config", str(config), "--speed", "4", "--loop",
-                   "--gt", str(shared_data / PETS / "gt/gt.txt")], tmp_path / "sim.log",
-                  repo_root)
+    sub, got = observe(mqtt_broker, f"perimeter/v1/{site_id}/#", f"obs-{site_id}")
+    edge, radar = run_edge_and_radar(config, repo_root, shared_data, tmp_path)
     online: set[str] = set()
     alarms: dict[str, set[str]] = {}  # camera (or radar) id -> sources seen
     try:
@@ -164,18 +178,10 @@ def test_a_radar_only_site_runs_without_a_camera_or_a_model(
     del doc["cameras"]
     config = tmp_path / "radar_only.yaml"
     config.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
-    got: queue.Queue[dict[str, Any]] = queue.Queue()
-    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"obs-{site_id}")
-    sub.on_message = lambda _c, _u, m: got.put(json.loads(m.payload))
-    sub.connect(*mqtt_broker)
-    sub.subscribe(f"perimeter/v1/{site_id}/alarm/#", qos=1)
-    sub.loop_start()
-    edge = spawn(["run", "--config", str(config), "--quiet"], tmp_path / "run.log", repo_root)
-    radar = spawn(["sim", "radar", "--config", str(config), "--speed", "4", "--loop",
-                   "--gt", str(shared_data / PETS / "gt/gt.txt")], tmp_path / "sim.log",
-                  repo_root)
+    sub, got = observe(mqtt_broker, f"perimeter/v1/{site_id}/alarm/#", f"obs-{site_id}")
+    edge, radar = run_edge_and_radar(config, repo_root, shared_data, tmp_path)
     try:
-        msg = got.get(timeout=30)
+        _topic, msg = got.get(timeout=30)
         assert msg["source"] == "radar" and msg["camera"] == "radar-1", msg
     finally:
         stop(radar, 15)

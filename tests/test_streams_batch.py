@@ -28,6 +28,14 @@ def fill(r: redis.Redis, keys: PartitionKeys, zones: list[str]) -> None:
             "topic": f"perimeter/v1/{SITE}/alarm/cam1/{z}/intrusion"})
 
 
+def apply_all(worker: StreamWorker, n: int, timeout: float = 10.0) -> None:
+    """Poll until ``n`` entries are applied (AssertionError after ``timeout``)."""
+    done, deadline = 0, time.monotonic() + timeout
+    while done < n:
+        assert time.monotonic() < deadline, f"{done} of {n} entries applied"
+        done += worker.poll()
+
+
 @pytest.fixture
 def worker(redis_url: str, redis_ns: str) -> Iterator[StreamWorker]:
     r = redis.Redis.from_url(redis_url)
@@ -41,9 +49,7 @@ def worker(redis_url: str, redis_ns: str) -> Iterator[StreamWorker]:
 def test_a_batch_is_applied_stored_and_acknowledged(worker: StreamWorker) -> None:
     r, keys = worker.r, worker.keys
     fill(r, keys, [f"z{i % 5}" for i in range(50)])
-    done = 0
-    while done < 50:
-        done += worker.poll()
+    apply_all(worker, 50)
     stored = {json.loads(v)["zone"]: json.loads(v)
               for v in r.hgetall(worker.aggregator.store.incidents_key).values()}
     assert sorted(stored) == [f"z{i}" for i in range(5)]
@@ -83,9 +89,7 @@ def test_a_failed_write_leaves_the_batch_pending_and_it_is_applied_again(
 def test_applied_entries_are_trimmed_from_the_partition_streams(worker: StreamWorker) -> None:
     r, keys = worker.r, worker.keys
     fill(r, keys, [f"t{i}" for i in range(40)])
-    done = 0
-    while done < 40:
-        done += worker.poll()
+    apply_all(worker, 40)
     assert sum(r.xlen(keys.stream(p)) for p in range(2)) >= 40
     worker.rebalance(time.time())  # renews the leases and trims what every consumer is done with
     assert sum(r.xlen(keys.stream(p)) for p in range(2)) <= 2  # at most the last delivered one
