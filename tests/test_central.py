@@ -3,6 +3,7 @@ and the HTTP API served on loopback."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -119,23 +120,32 @@ def test_alarms_from_an_edge_sink_reach_incidents_over_mqtt(
     assert agg.store.r.hexists(agg.store.incidents_key, inc.id)
 
 
-@pytest.fixture
-def api(agg: Aggregator) -> Iterator[str]:
+@contextlib.contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """The app on a real uvicorn server on loopback; yields its base URL."""
     import uvicorn
 
-    from central.api import create_app
-
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(agg, "s3cret-token-for-tests"),
-                                           host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def api(agg: Aggregator) -> Iterator[str]:
+    from central.api import create_app
+
+    with serving(create_app(agg, "s3cret-token-for-tests")) as url:
+        yield url
 
 
 def call(url: str, method: str = "GET", body: dict[str, Any] | None = None,

@@ -5,7 +5,6 @@ TUD-Campus, and from the aggregator (real Redis) through the FastAPI app on loop
 from __future__ import annotations
 
 import json
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -188,24 +187,6 @@ def metered(redis_url: str, redis_ns: str) -> Iterator[tuple[Aggregator, Collect
     client.close()
 
 
-def serve_app(agg: Aggregator) -> Iterator[str]:
-    import uvicorn
-
-    from central.api import create_app
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(agg, TOKEN), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: server.started)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
 def test_aggregator_metrics_and_the_metrics_endpoint(
         metered: tuple[Aggregator, CollectorRegistry]) -> None:
     agg, reg = metered
@@ -244,12 +225,11 @@ def test_aggregator_metrics_and_the_metrics_endpoint(
     assert get("perimeter_central_messages_total", result="duplicate") == 1
     assert get("perimeter_central_alarms_total", kind="intrusion", zone="bank") == 3
 
-    gen = serve_app(agg)
-    base = next(gen)
-    try:
+    from central.api import create_app
+    from tests.test_central import serving
+
+    with serving(create_app(agg, TOKEN)) as base:
         ctype, samples = scrape(f"{base}/metrics")  # no token needed
-    finally:
-        gen.close()
     assert ctype.startswith("text/plain")
     assert value(samples, "perimeter_central_messages_total", result="accepted") == 3
     assert value(samples, "perimeter_central_incidents_open") == 1

@@ -215,24 +215,12 @@ def test_a_redis_restart_under_a_running_central_loses_nothing(
 
 
 def test_http_api_of_one_worker_sees_and_closes_the_others_incidents(cluster: Cluster) -> None:
-    import threading
-
-    import uvicorn
-
     from central.api import create_app
-    from tests.conftest import free_port
-    from tests.test_central import call
+    from tests.test_central import call, serving
 
     a, b, zone = incident_owned_by_second_worker(cluster, "h")
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(
-        create_app(a.aggregator, "s3cret-token-for-tests", ops=a.ops, modes=a),
-        host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, what="api up")
-    api = f"http://127.0.0.1:{port}"
-    try:
+    app = create_app(a.aggregator, "s3cret-token-for-tests", ops=a.ops, modes=a)
+    with serving(app) as api:
         status, items = call(f"{api}/incidents?zone={zone}")
         assert status == 200 and len(items) == 1  # b's incident, listed by a
         iid = items[0]["id"]
@@ -246,9 +234,6 @@ def test_http_api_of_one_worker_sees_and_closes_the_others_incidents(cluster: Cl
         status, body = call(f"{api}/mode", "PUT", {"mode": "typhoon", "by": "duty officer"})
         assert status == 200 and body["mode"] == "typhoon"
         wait_for(lambda: b.planner.mode == "typhoon", what="b follows")
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def test_worker_gauges_are_scraped(mqtt_broker: tuple[str, int], redis_url: str,
@@ -267,3 +252,20 @@ def test_worker_gauges_are_scraped(mqtt_broker: tuple[str, int], redis_url: str,
         assert "perimeter_central_intake_queued 0.0" in text
     finally:
         c.stop()
+
+
+def test_health_answers_degraded_while_redis_is_down(redis_private: Any) -> None:
+    from central.api import create_app
+    from central.service import Aggregator
+    from central.store import RedisStore
+    from tests.test_central import call, serving
+
+    client = redis.Redis.from_url(redis_private.url, socket_timeout=1,
+                                  socket_connect_timeout=1)
+    agg = Aggregator(RedisStore(client, ns="health"))
+    ops = IncidentOps(agg, PartitionKeys("health", 8), None)
+    with serving(create_app(agg, "s3cret-token-for-tests", ops=ops)) as api:
+        assert call(f"{api}/health", token=None)[1]["status"] == "ok"
+        redis_private.stop()
+        status, body = call(f"{api}/health", token=None)
+        assert status == 200 and body["status"] == "degraded" and body["redis"] is False
