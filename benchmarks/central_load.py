@@ -35,9 +35,9 @@ import redis
 from paho.mqtt.enums import CallbackAPIVersion
 
 from benchmarks.machine import machine_info
-from central.demo_procs import Child, start_broker
-from central.netutil import free_port
 from central.streams import GROUP, PartitionKeys, partition_of
+from common.net import free_port
+from demo.procs import Child, start_broker
 from zones.alarm import Alarm, AlarmKind, AlarmState, Evidence
 from zones.geometry import Risk, ZoneKind
 
@@ -87,7 +87,7 @@ def start_workers(n: int, workdir: Path, mqtt_port: int, redis_port: int) -> lis
         wid = f"w{i + 1}"
         api = free_port()
         child = Child(f"central-{wid}", [
-            sys.executable, "-m", "edge.cli", "central", "--config", str(cfg),
+            sys.executable, "-m", "cli", "central", "--config", str(cfg),
             "--redis", f"redis://127.0.0.1:{redis_port}/0", "--mqtt", f"127.0.0.1:{mqtt_port}",
             "--namespace", NS, "--client-id", f"bench-{wid}", "--worker-id", wid,
             "--share-group", "bench", "--partitions", str(PARTITIONS), "--api-port", str(api),

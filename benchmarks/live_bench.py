@@ -2,7 +2,7 @@
 
 Run by hand: ``python -m benchmarks.live_bench [--seconds 60]``; writes
 ``benchmarks/results/live.md`` and ``.json``. The camera is ``perimeter sim rtsp``
-(``edge/sim_rtsp.py``) serving PETS09 (768x576) over RTSP on loopback with the wall-clock time
+(``sim/rtsp.py``) serving PETS09 (768x576) over RTSP on loopback with the wall-clock time
 at which each frame goes into the encoder drawn into its pixels. The edge decodes that stamp
 from the frame it receives, so "glass" is the moment the frame entered the (stand-in) camera's
 encoder and "alarm" is the moment an MQTT subscriber on the real broker received the alarm for
@@ -39,12 +39,12 @@ from prometheus_client import CollectorRegistry
 
 from benchmarks.machine import machine_info
 from edge.config import load_config
-from edge.liverun import RunOptions, build_worker
-from edge.livesource import CameraState
+from edge.live.run import RunOptions, build_worker
+from edge.live.worker import LiveWorker
 from edge.metrics import EdgeMetrics
-from edge.sim_rtsp import RtspServer, read_stamp
-from edge.source import Frame
-from edge.worker import LiveWorker
+from edge.sources.feed import CameraState
+from edge.sources.frame import Frame
+from sim.rtsp import RtspServer, read_stamp
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -160,7 +160,7 @@ def run_phase(worker: LiveWorker, seconds: float, server: RtspServer, probe: Pro
         with probe.lock:
             probe.arrivals.clear()
             probe.decode_lag.clear()
-        start = {c.cfg.id: (c.source.frames, c.processed, c.detections, c.source.slot.skipped)
+        start = {c.cfg.id: (c.source.frames, c.processed, c.detector_runs, c.source.slot.skipped)
                  for c in worker.cameras}
         assert server.proc is not None
         pid = server.proc.pid
@@ -175,7 +175,7 @@ def run_phase(worker: LiveWorker, seconds: float, server: RtspServer, probe: Pro
             cams[c.cfg.id] = {
                 "stream_fps": (c.source.frames - f0) / dt,
                 "processed_fps": (c.processed - p0) / dt,
-                "detect_fps": (c.detections - d0) / dt,
+                "detect_fps": (c.detector_runs - d0) / dt,
                 "target_detect_fps": (c.source.frames - f0) / dt / c.cfg.detect_every,
                 "skipped_frames": c.source.slot.skipped - s0,
                 "over_capacity": c.capacity.over,

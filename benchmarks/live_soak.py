@@ -25,11 +25,11 @@ import yaml
 
 from benchmarks.machine import machine_info
 from benchmarks.soak import rss_mb
-from central.netutil import free_port
+from common.net import free_port
 from edge.config import load_config
-from edge.liverun import RunOptions, build_worker
-from edge.sim_rtsp import RtspServer
+from edge.live.run import RunOptions, build_worker
 from edge.sinks import JsonlSink
+from sim.rtsp import RtspServer
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

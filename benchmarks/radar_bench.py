@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.radar_bench [--seconds 30] [--speed 10] [--mqtt HOST:PORT]
 
-PETS09's real trajectories (``edge.sim_radar``) are published by a separate process (the
+PETS09's real trajectories (``sim.radar``) are published by a separate process (the
 radar) at QoS 0, as radars stream, to Mosquitto; a ``RadarWorker`` built from
 ``config/pets09_radar.yaml`` takes them off the broker and runs them through its ground
 fences, while a thread standing in for the camera's inference feeds the same frames'
@@ -41,9 +41,9 @@ from prometheus_client import CollectorRegistry
 
 from benchmarks.machine import machine_info
 from edge.config import load_config
-from edge.radar import RadarWorker
-from edge.radar_metrics import RadarMetrics
-from edge.sim_radar import GT_FPS, SimOptions, read_world_tracks, scan
+from edge.radar.intake import RadarWorker
+from edge.radar.metrics import RadarMetrics
+from sim.radar import GT_FPS, SimOptions, read_world_tracks, scan
 from zones.alarm import Alarm
 from zones.tracks import Detections
 
@@ -107,7 +107,7 @@ def _publisher(cfg: str, start_at: float, seconds: float, speed: float, host: st
                keys_out: str) -> None:
     """The radar, in its own process (as a real one is): every message is stamped with the
     wall time just before its publish; the (track, time) keys go to ``keys_out``."""
-    from edge.ground import load_ground
+    from edge.radar.ground import load_ground
 
     radar = load_ground(load_config(Path(cfg))).radars["radar-1"]
     frames = read_world_tracks(GT)

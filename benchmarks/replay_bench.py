@@ -28,11 +28,11 @@ from benchmarks.alternatives import supervision_polygonzone
 from benchmarks.groundtruth import GroundTruth, expected_alarms
 from benchmarks.machine import machine_info
 from benchmarks.scoring import RuleScore, score
+from edge.camera import build_pipeline, build_rules
 from edge.config import LoadedConfig, load_config, video_path
-from edge.pipeline import CameraPipeline, RunStats, peak_rss_mb
-from edge.replay import build_rules, make_detector
-from edge.source import VideoFileSource, prefetch
-from edge.tracker import ByteTracker
+from edge.detection.factory import make_detector
+from edge.pipeline import RunStats, peak_rss_mb
+from edge.sources.file import VideoFileSource, prefetch
 from zones.alarm import Alarm, AlarmKind
 from zones.engine import CameraRules
 from zones.tracks import Detections
@@ -82,8 +82,7 @@ def run_system(loaded: LoadedConfig, label: str) -> tuple[RunStats, _Recorder, C
     cam = loaded.config.cameras[0]
     source = VideoFileSource(video_path(loaded, 0), start_time=START, fps=cam.fps)
     rules = build_rules(loaded, 0, cam, source.size)
-    pipe = CameraPipeline(cam.id, make_detector(loaded),
-                          ByteTracker(loaded.config.tracker, source.fps), rules, [])
+    pipe = build_pipeline(loaded, rules, source.fps, make_detector(loaded), [])
     rec = _Recorder()
     bar = tqdm(total=source.frame_count, desc=label, unit="frame", file=sys.stderr)
 

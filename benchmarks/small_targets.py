@@ -26,8 +26,8 @@ from benchmarks.machine import machine_info
 from benchmarks.replay_bench import DATA, REPO, RESULTS, variant_config
 from benchmarks.scoring import iou
 from edge.config import load_config, video_path
-from edge.replay import make_detector
-from edge.tiling import MotionDetector
+from edge.detection.factory import make_detector
+from edge.detection.tiling import MotionDetector
 
 VARIANTS = {"off": {"mode": "off"}, "motion": {"mode": "motion", "min_area": 60},
             "tiles 2x2": {"mode": "tiles", "grid": [2, 2]},

@@ -17,11 +17,12 @@ from pathlib import Path
 
 from benchmarks.machine import machine_info
 from benchmarks.replay_bench import REPO, RESULTS, START
+from edge.camera import build_pipeline, build_rules
 from edge.config import load_config, video_path
+from edge.detection.factory import make_detector
 from edge.pipeline import CameraPipeline
-from edge.replay import build_rules, make_detector
-from edge.source import Frame, VideoFileSource
-from edge.tracker import ByteTracker
+from edge.sources.file import VideoFileSource
+from edge.sources.frame import Frame
 from zones.alarm import Alarm
 
 
@@ -51,9 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     cam = loaded.config.cameras[0]
     source = VideoFileSource(video_path(loaded, 0), start_time=START, fps=cam.fps,
                              loop=True, realtime=args.realtime)
-    pipe = CameraPipeline(cam.id, make_detector(loaded),
-                          ByteTracker(loaded.config.tracker, source.fps),
-                          build_rules(loaded, 0, cam, source.size), [])
+    pipe = build_pipeline(loaded, build_rules(loaded, 0, cam, source.size), source.fps,
+                          make_detector(loaded), [])
     samples: list[tuple[float, int, int, float, int]] = []
     t0 = time.monotonic()
     deadline = t0 + args.minutes * 60

@@ -88,7 +88,7 @@ from ultralytics.solutions.config import SolutionConfig
 from ultralytics.utils import YAML, checks
 
 from benchmarks.entries import entry_alarm
-from edge.ultra import offline_ultralytics
+from edge.detection.ultra import offline_ultralytics
 from zones.alarm import Alarm
 from zones.engine import CameraRules, ZoneRules
 from zones.tracks import UNTRACKED, Detections

@@ -18,9 +18,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from pydantic import BaseModel, Field
 
-from central.incidents import LifecycleError, Status
-from central.routing import CommandTimeout, LocalOps, Ops
-from central.service import Aggregator
+from central.incidents.aggregator import Aggregator
+from central.incidents.book import LifecycleError, Status
+from central.incidents.ops import CommandTimeout, LocalOps, Ops
 
 
 class Acknowledge(BaseModel):
@@ -54,7 +54,7 @@ def create_app(aggregator: Aggregator, token: str, *,
     """The API bound to one aggregator; ``token`` is the shared bearer token.
 
     ``ops`` answers for incidents (default: this aggregator's own book; a scaled-out central
-    passes ``central.routing.IncidentOps``, which sees every worker's incidents and routes
+    passes ``central.incidents.ops.IncidentOps``, which sees every worker's incidents and routes
     changes to their owner). ``modes`` enables ``/mode``. ``/metrics`` serves ``registry``: by
     default the one the aggregator's metrics live in, else the process-wide ``REGISTRY``.
     """

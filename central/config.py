@@ -10,13 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from edge.config import Loaded, load_yaml_model
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from common.yamlconfig import Loaded, Strict, load_yaml_model
 
 
 class Speech(Strict):

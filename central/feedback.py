@@ -19,7 +19,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from central.speaker_wire import parse_status, status_filter
+from wire import topics
+from wire.messages import parse_status
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class SpeakerFeedback:
 
     def subscribe(self, client: mqtt.Client) -> None:
         """Subscribe ``client`` (call on every connect) and route its status messages here."""
-        flt = status_filter()
+        flt = topics.speaker_status_filter()
         client.message_callback_add(flt, self._on_message)
         client.subscribe(flt, qos=1)
 

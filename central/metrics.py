@@ -9,19 +9,20 @@ and a source that fails (Redis down) only drops its own samples, never the scrap
 Where each is measured:
 
 ``perimeter_central_messages_total{result}``
-    ``Aggregator.ingest``: ``accepted``, ``duplicate``, ``orphan_clear``,
-    ``rejected:<reason>`` (too_large, bad_topic, bad_json, bad_schema, invalid,
-    unknown_zone), and ``error`` when storing raised (Redis down; QoS 1 redelivers).
+    ``accepted``, ``duplicate``, ``orphan_clear`` (``Aggregator.apply``),
+    ``rejected:<reason>`` (``AlarmGate`` at the intake: too_large, bad_topic, bad_json,
+    bad_schema, invalid, unknown_zone), and ``error`` when storing raised (Redis down; the
+    entry is applied again).
 ``perimeter_central_dead_letters_total{reason}``
     rejected messages written to the dead-letter stream (reason as above).
 ``perimeter_central_incidents_opened_total{site,zone}``, ``perimeter_central_alarms_total``
     ``{kind,zone}``: accepted alarm events (duplicates excluded) and the incidents they opened.
 ``perimeter_central_edge_to_intake_seconds``
-    aggregator wall clock when ``ingest`` starts minus the alarm's ``time`` (the edge's frame
+    aggregator wall clock when ``apply`` starts minus the alarm's ``time`` (the edge's frame
     time), for accepted alarms; clock skew below zero is counted as 0. Replays with a
     ``--start-time`` in the past land in ``+Inf``.
 ``perimeter_central_intake_to_speaker_command_seconds``
-    from the start of ``ingest`` to the return of the MQTT publish of each speaker command of
+    from the start of ``apply`` to the return of the MQTT publish of each speaker command of
     a new incident's first plan step (escalations are not counted: no message triggered them).
 ``perimeter_central_command_to_playback_seconds{speaker}``
     speaker command published -> the speaker's ``done`` report (speech rendering and
@@ -60,7 +61,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from edge.once import Once
+from common.once import Once
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from central.config import CentralConfig, Plan, Speech, Step
-from central.incidents import Incident
+from central.incidents.book import Incident
 
 # GB/T 28181 video alarm types, so a standards gateway is a mapping rather than a redesign.
 GB28181_ALARM_TYPE = {"line_crossing": 5, "intrusion": 6, "dwell": 8, "crowd_density": 10}

@@ -16,23 +16,26 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import redis
-from paho.mqtt.enums import CallbackAPIVersion
 
 from central.config import CentralConfig
-from central.consumer import StreamWorker
 from central.feedback import SpeakerFeedback
-from central.incidents import Applied, IncidentBook
-from central.intake import MqttIntake
+from central.incidents.aggregator import Aggregator
+from central.incidents.book import Applied, IncidentBook
+from central.incidents.ops import IncidentOps
+from central.incidents.store import RedisStore, event_fields
+from central.incidents.worker import StreamWorker
+from central.intake.mqtt import MqttIntake
+from central.intake.streamer import StreamIntake
+from central.intake.validate import AlarmGate
 from central.metrics import CentralMetrics
-from central.notify import WebhookNotifier, build_notifiers
+from central.notify.notifiers import build_notifiers
+from central.notify.webhook import WebhookNotifier
 from central.plans import Notification, Planner, SpeakerCommand
-from central.routing import IncidentOps, StreamIntake
-from central.service import Aggregator
-from central.speaker import HttpSpeaker, command_payload, command_topic
-from central.store import RedisStore, event_fields
+from central.speakers import HttpSpeaker, command_payload
 from central.streams import DEFAULT_PARTITIONS, PartitionKeys
+from wire import topics
+from wire.client import Broker, connect, disconnect, make_client
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +43,7 @@ log = logging.getLogger(__name__)
 class Central:
     """One aggregator process."""
 
-    def __init__(self, config: CentralConfig, redis_url: str, mqtt_host: str, mqtt_port: int,
+    def __init__(self, config: CentralConfig, redis_url: str, broker: Broker,
                  *, ns: str = "perimeter", client_id: str = "perimeter-central",
                  share_group: str | None = None, metrics: CentralMetrics | None = None,
                  worker_id: str | None = None, partitions: int = DEFAULT_PARTITIONS,
@@ -51,21 +54,22 @@ class Central:
         self.store = RedisStore(self.redis, ns=ns, retention_s=settings.retention_days * 86400)
         book = IncidentBook(settings.merge_window_s, settings.neighbours)
         self.metrics = metrics
-        self.aggregator = Aggregator(self.store, book, known_zones=settings.known_zones,
-                                     metrics=metrics)
+        self.aggregator = Aggregator(self.store, book, metrics=metrics)
+        self.gate = AlarmGate(self.store.dead_letter, known_zones=settings.known_zones,
+                              counts=self.aggregator.counts, metrics=metrics)
         self.planner = Planner(config)
         keys = PartitionKeys(ns, partitions)
         self.worker = StreamWorker(self.aggregator, keys, worker_id or client_id,
                                    lease_s=lease_s)
-        self.stream_intake = StreamIntake(self.aggregator, keys)
+        self.stream_intake = StreamIntake(self.gate, self.redis, keys, book.group_of)
         self.ops = IncidentOps(self.aggregator, keys, self.worker)
-        self.intake = MqttIntake(self.stream_intake, mqtt_host, mqtt_port, client_id=client_id,
+        self.intake = MqttIntake(self.stream_intake, broker, client_id=client_id,
                                  share_group=share_group)
-        self.publisher = mqtt.Client(CallbackAPIVersion.VERSION2,
-                                     client_id=f"{client_id}-out", clean_session=False)
-        self.mqtt_addr = (mqtt_host, mqtt_port)
-        self.notifiers = build_notifiers(list(config.notifiers), self.redis, ns,
-                                         mqtt_host, mqtt_port, consumer=worker_id or client_id)
+        self.broker = broker
+        self.publisher = make_client(broker, f"{client_id}-out", persistent=True,
+                                     logger=f"{__name__}.paho")
+        self.notifiers = build_notifiers(list(config.notifiers), self.redis, ns, broker,
+                                         consumer=worker_id or client_id)
         self.http_speakers = {s.id: HttpSpeaker(s.id, s.http_url)
                               for s in config.speakers if s.http_url}
         self._http_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="http-speaker")
@@ -88,8 +92,7 @@ class Central:
 
     def start(self) -> None:
         """Workers first (they load their partitions' incidents), then the intake."""
-        self.publisher.connect_async(*self.mqtt_addr)
-        self.publisher.loop_start()
+        connect(self.publisher, self.broker)
         for n in self.notifiers.values():
             n.start()
         self._sync_mode()
@@ -106,8 +109,7 @@ class Central:
         self.worker.stop()
         for n in self.notifiers.values():
             n.stop()
-        self.publisher.disconnect()
-        self.publisher.loop_stop()
+        disconnect(self.publisher)
         self._ticker.join(timeout=5)
         self._http_pool.shutdown(wait=False, cancel_futures=True)
 
@@ -115,13 +117,13 @@ class Central:
         if applied.new_incident:
             inc = applied.incident
             self.execute(inc.site, self.planner.on_incident(inc, time.time()),
-                         started=self.aggregator.ingest_started())
+                         started=self.aggregator.apply_started())
 
     def execute(self, site: str, effects: list[SpeakerCommand | Notification], *,
                 started: float | None = None) -> None:
         """Send speaker commands over MQTT and queue notifications in their outboxes.
 
-        ``started``: ``time.perf_counter()`` when the triggering message's ingest began (for
+        ``started``: ``time.perf_counter()`` when the triggering alarm's apply began (for
         the intake-to-speaker-command latency metric).
         """
         m = self.metrics
@@ -133,7 +135,7 @@ class Central:
                     self._http_pool.submit(self._send_http, http, eff, cid)
                 else:
                     self.feedback.sent(cid, eff.incident, eff.speaker)
-                    self.publisher.publish(command_topic(site, eff.speaker),
+                    self.publisher.publish(topics.speaker_command(site, eff.speaker),
                                            command_payload(eff, cid, time.time()), qos=1)
                 if m is not None:
                     if started is not None:

@@ -36,7 +36,7 @@ if [[ "$extras" == *central* ]]; then
   command -v espeak-ng >/dev/null || apt_pkgs+=(espeak-ng alsa-utils)
 fi
 if [[ "$extras" == *dev* ]]; then
-  # The RTSP camera simulator (perimeter sim rtsp: edge/sim_rtsp_server.py) runs on the system
+  # The RTSP camera simulator (perimeter sim rtsp: sim/rtsp_server.py) runs on the system
   # Python with GStreamer's RTSP server: H.264 (x264) from the PETS09 AVI (msmpeg4, libav).
   for p in python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
            gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-libav; do

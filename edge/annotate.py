@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edge.source import SourceError
+from edge.sources.file import SourceError
 from zones.alarm import Alarm, AlarmState
 from zones.engine import CameraRules
 from zones.geometry import ZoneKind

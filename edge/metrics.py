@@ -8,7 +8,7 @@ observations and no label lookups.
 Metrics (label ``camera`` on all):
 
 ``perimeter_edge_frames_total``
-    frames run through ``CameraPipeline.process``.
+    frames run through ``CameraPipeline.step``.
 ``perimeter_edge_alarms_total{zone,kind,state}``
     alarm events, counted once they have been handed to every sink.
 ``perimeter_edge_stage_seconds{stage}``
@@ -17,7 +17,7 @@ Metrics (label ``camera`` on all):
     ``rules``, ``sinks`` (emitting that frame's alarm events).
 ``perimeter_edge_frame_to_alarm_seconds``
     latency of an alarm event. By default (``latency_from="handoff"``) it runs from the moment
-    the decoded frame is handed to ``CameraPipeline.process`` to the moment the event has been
+    the decoded frame is handed to ``CameraPipeline.step`` to the moment the event has been
     emitted to every sink: replayed frames carry synthetic times, so the frame's own time says
     nothing about latency there. Live sources whose ``Frame.time`` is the real capture time
     (epoch seconds) use ``latency_from="capture"``: wall time at emission minus ``Frame.time``,
@@ -29,7 +29,7 @@ Metrics (label ``camera`` on all):
     frames a live source dropped (latest-frame-wins hand-off); always 0 for replays, which
     process every frame.
 
-Live cameras (``perimeter run``, ``edge.worker``) add:
+Live cameras (``perimeter run``, ``edge.live.worker``) add:
 
 ``perimeter_edge_camera_status{state}``
     1 for the camera's current state (``online``, ``degraded``, ``offline``), 0 for the others.
@@ -52,7 +52,8 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
-from edge.once import Once
+from common.once import Once
+from common.yamlconfig import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ LatencyFrom = Literal["handoff", "capture"]
 
 
 class CameraMetrics:
-    """The label children of one camera, bound once (what ``process`` touches per frame)."""
+    """The label children of one camera, bound once (what ``step`` touches per frame)."""
 
     def __init__(self, metrics: EdgeMetrics, camera: str):
         self.camera = camera
@@ -161,14 +162,18 @@ def serve(port: int, addr: str = "127.0.0.1",
           registry: CollectorRegistry = REGISTRY) -> None:
     """Serve ``/metrics`` over HTTP on addr:port in a daemon thread (once per address).
 
-    Raises OSError when the port cannot be bound.
+    A port that cannot be bound is a ``ConfigError`` (bad input: the command exits 2).
     """
     from prometheus_client import start_http_server
 
     with _lock:
         if (addr, port) in _servers:
             return
-        server, _thread = start_http_server(port, addr=addr, registry=registry)
+        try:
+            server, _thread = start_http_server(port, addr=addr, registry=registry)
+        except OSError as exc:
+            raise ConfigError([f"metrics port {port}: cannot listen on {addr}:{port}: "
+                               f"{exc.strerror or exc}"]) from exc
         _servers[(addr, port)] = server
     log.info("metrics served", extra={"url": f"http://{addr}:{port}/metrics"})
 

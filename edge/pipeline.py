@@ -1,8 +1,12 @@
-"""One camera's pipeline: frames -> detector -> tracker -> rules -> alarm sinks.
+"""The one frame step: detect -> stamp -> track -> rules -> evidence -> sinks -> metrics.
 
-Replays process every frame in order (scored replays must be exact); each stage's time is
-accumulated so a run reports where the time went. Live sources with latest-frame-wins hand-off
-reuse ``CameraPipeline.process``.
+Replays (``perimeter replay``, the benchmarks) and live cameras (``perimeter run``) run every
+frame through ``CameraPipeline.step``, so a scored replay measures the code a camera runs.
+A live camera with ``detect_every > 1`` steps frames without detection too (``detect=False``):
+the tracker predicts, the rules still run on frame time (``edge.tracker.StridedTracker``).
+Replays call ``run``, which steps every frame in order (scored replays must be exact) and
+adds the wait for the next decoded frame; each stage's time is accumulated so a run reports
+where the time went.
 """
 
 from __future__ import annotations
@@ -14,13 +18,13 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from edge.detectors import Detector
+from edge.detection.base import Detector
 from edge.sinks import AlarmSink
-from edge.source import Frame
-from edge.tracker import ByteTracker
-from zones.alarm import Alarm
+from edge.sources.frame import Frame
+from edge.tracker import StridedTracker
+from zones.alarm import Alarm, AlarmState
 from zones.engine import CameraRules
 from zones.tracks import Detections
 
@@ -30,6 +34,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STAGES = ("decode", "detect", "track", "rules", "sinks")
+
+Observer = Callable[[Detections], None]
+
+
+class Evidence(Protocol):
+    """Adds evidence (a snapshot's name) to a raised alarm, from the frame that raised it."""
+
+    def attach(self, alarm: Alarm, frame: Frame) -> Alarm: ...
 
 
 @dataclass
@@ -42,7 +54,8 @@ class RunStats:
     stage_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     alarms: Counter[tuple[str, str]] = field(default_factory=Counter)  # (kind, state)
     by_zone: Counter[str] = field(default_factory=Counter)
-    detections: int = 0
+    detections: int = 0  # people detected, summed over frames
+    detector_runs: int = 0  # frames the detector ran on
     peak_rss_mb: float = 0.0
 
     @property
@@ -61,66 +74,92 @@ def peak_rss_mb() -> float:
 class CameraPipeline:
     """Detector, tracker and rules of one camera, fanning alarm events out to sinks.
 
-    With ``metrics`` (``edge.metrics.EdgeMetrics``) every frame also feeds the Prometheus
-    metrics; without, ``process`` does no metrics work at all.
+    ``evidence`` (snapshots) decorates raised alarms before the sinks see them;
+    ``observers`` (radar fusion) get the tracked people after every frame and must be cheap;
+    one that raises is logged, never stops the camera. With ``metrics``
+    (``edge.metrics.EdgeMetrics``) every frame also feeds the Prometheus metrics; without,
+    ``step`` does no metrics work at all.
     """
 
-    def __init__(self, camera: str, detector: Detector, tracker: ByteTracker,
+    def __init__(self, camera: str, detector: Detector, tracker: StridedTracker,
                  rules: CameraRules, sinks: Sequence[AlarmSink],
-                 metrics: EdgeMetrics | None = None):
+                 metrics: EdgeMetrics | None = None, *, evidence: Evidence | None = None,
+                 observers: Sequence[Observer] = ()):
         self.camera = camera
         self.detector = detector
         self.tracker = tracker
         self.rules = rules
         self.sinks = list(sinks)
+        self.evidence = evidence
+        self.observers = list(observers)
         self.stats = RunStats(camera=camera)
         self.last_tracks: Detections | None = None
         self.metrics: CameraMetrics | None = (
             metrics.camera(camera) if metrics is not None else None)
 
-    def process(self, frame: Frame) -> list[Alarm]:
-        """Run one frame through every stage; returns the alarm events it raised."""
-        st = self.stats.stage_s
+    def step(self, frame: Frame, *, detect: bool = True) -> list[Alarm]:
+        """Run one frame through every stage; returns the alarm events it emitted."""
         m = self.metrics
         t0 = time.perf_counter()
-        dets = self.detector.detect(frame.image)
-        h, w = frame.image.shape[:2]
-        # The detector already validated the arrays: only stamp camera and frame on them.
-        dets = dataclasses.replace(dets, camera=self.camera, frame=frame.index,
-                                   time=frame.time, frame_size=(w, h))
-        t1 = time.perf_counter()
-        tracks = self.tracker.update(dets)
+        if detect:
+            dets = self.detector.detect(frame.image)
+            h, w = frame.image.shape[:2]
+            # The detector already validated the arrays: only stamp camera and frame on them.
+            dets = dataclasses.replace(dets, camera=self.camera, frame=frame.index,
+                                       time=frame.time, frame_size=(w, h))
+            t1 = time.perf_counter()
+            tracks = self.tracker.update(dets)
+            self.stats.detector_runs += 1
+            self.stats.detections += len(dets)
+        else:
+            t1 = t0
+            tracks = self.tracker.predict(frame.index, frame.time)
         t2 = time.perf_counter()
         events = self.rules.step(tracks)
         t3 = time.perf_counter()
-        for alarm in events:
-            for sink in self.sinks:
-                sink.emit(alarm)
-            self.stats.alarms[(alarm.kind.value, alarm.state.value)] += 1
-            self.stats.by_zone[alarm.zone] += alarm.state.value == "raised"
-            if m is not None:
-                m.alarm(alarm.zone, alarm.kind.value, alarm.state.value)
-                m.frame_to_alarm.observe(time.perf_counter() - t0 if m.latency_from == "handoff"
-                                         else max(0.0, time.time() - frame.time))
+        emitted = [self._emit(alarm, frame, t0) for alarm in events]
         t4 = time.perf_counter()
+        self._observe(tracks)
+        st = self.stats.stage_s
         st["detect"] += t1 - t0
         st["track"] += t2 - t1
         st["rules"] += t3 - t2
         st["sinks"] += t4 - t3
         self.stats.frames += 1
-        self.stats.detections += len(dets)
         self.last_tracks = tracks
         if m is not None:
-            m.stage["detect"].observe(t1 - t0)
+            if detect:
+                m.stage["detect"].observe(t1 - t0)
             m.stage["track"].observe(t2 - t1)
             m.stage["rules"].observe(t3 - t2)
             m.stage["sinks"].observe(t4 - t3)
             m.frame_done(t0, t4)
-        return events
+        return emitted
+
+    def _emit(self, alarm: Alarm, frame: Frame, started: float) -> Alarm:
+        if self.evidence is not None and alarm.state is AlarmState.RAISED:
+            alarm = self.evidence.attach(alarm, frame)
+        for sink in self.sinks:
+            sink.emit(alarm)
+        self.stats.alarms[(alarm.kind.value, alarm.state.value)] += 1
+        self.stats.by_zone[alarm.zone] += alarm.state is AlarmState.RAISED
+        m = self.metrics
+        if m is not None:
+            m.alarm(alarm.zone, alarm.kind.value, alarm.state.value)
+            m.frame_to_alarm.observe(time.perf_counter() - started if m.latency_from == "handoff"
+                                     else max(0.0, time.time() - frame.time))
+        return alarm
+
+    def _observe(self, tracks: Detections) -> None:
+        for observe in self.observers:
+            try:
+                observe(tracks)
+            except Exception:
+                log.exception("track observer failed", extra={"camera": self.camera})
 
     def run(self, frames: Iterable[Frame],
             on_frame: Callable[[Frame, list[Alarm]], None] | None = None) -> RunStats:
-        """Process every frame until the source ends; decode time is counted here."""
+        """Step every frame until the source ends; decode time is counted here."""
         start = time.perf_counter()
         m = self.metrics
         iterator = iter(frames)
@@ -134,7 +173,7 @@ class CameraPipeline:
             self.stats.stage_s["decode"] += dec
             if m is not None:
                 m.stage["decode"].observe(dec)
-            events = self.process(frame)
+            events = self.step(frame)
             if on_frame is not None:
                 on_frame(frame, events)
         self.stats.wall_s = time.perf_counter() - start

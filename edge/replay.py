@@ -17,22 +17,20 @@ from typing import IO, TYPE_CHECKING
 
 from tqdm import tqdm
 
+from common.yamlconfig import ConfigError
 from edge.annotate import Annotator
-from edge.config import CameraConfig, ConfigError, LoadedConfig, video_path
-from edge.detectors import Detector, build_detector
-from edge.pipeline import STAGES, CameraPipeline, RunStats
-from edge.sinks import AlarmSink, JsonlSink, StdoutSink
-from edge.source import Frame, VideoFileSource, prefetch
-from edge.tiling import wrap_detector
-from edge.tracker import ByteTracker
-from models.registry import ModelEntry, load_manifest
+from edge.camera import build_pipeline, build_rules
+from edge.config import CameraConfig, LoadedConfig, video_path
+from edge.detection.factory import make_detector
+from edge.pipeline import STAGES, RunStats
+from edge.sinks import AlarmSink, FanOut, JsonlSink, StdoutSink
+from edge.sources.file import VideoFileSource, prefetch
+from edge.sources.frame import Frame
+from edge.uplink.sink import MqttSink
 from zones.alarm import Alarm
-from zones.engine import CameraRules, ZoneGeometryError
-from zones.profiles import Schedule
 
 if TYPE_CHECKING:
     from edge.metrics import EdgeMetrics
-    from edge.mqtt import MqttSink
 
 log = logging.getLogger(__name__)
 
@@ -66,50 +64,6 @@ def pick_camera(loaded: LoadedConfig, camera: str | None) -> tuple[int, CameraCo
                        f"{', '.join(c.id for c in cams)})"])
 
 
-def mqtt_sink(loaded: LoadedConfig, *, require_connection: bool = True) -> MqttSink:
-    """The MQTT alarm sink the config describes (not opened)."""
-    from edge.mqtt import MqttSink
-
-    m = loaded.config.mqtt
-    outbox = loaded.output_path(m.outbox) if m.outbox is not None else None
-    return MqttSink(m.host, m.port, edge_id=loaded.config.edge.id, site=loaded.config.site.id,
-                    username=m.username, password=m.password, outbox=outbox,
-                    outbox_max_entries=m.outbox_max_entries,
-                    require_connection=require_connection)
-
-
-def model_entry(loaded: LoadedConfig) -> ModelEntry:
-    det = loaded.config.detector
-    if det.weights:
-        return ModelEntry.user_weights(str(loaded.resolve_path(det.weights)), det.sha256,
-                                       det.input_size or (640, 640), det.classes)
-    manifest = load_manifest()
-    if det.model not in manifest:
-        raise ConfigError([f"{loaded.where(('detector', 'model'))}: unknown model "
-                           f"{det.model!r} (have: {', '.join(sorted(manifest))})"])
-    entry = manifest[det.model]
-    return entry.model_copy(update={"person_classes": det.classes}) if det.classes else entry
-
-
-def make_detector(loaded: LoadedConfig) -> Detector:
-    det = loaded.config.detector
-    base = build_detector(model_entry(loaded), conf=det.conf, nms=det.nms,
-                          input_size=det.input_size, device=det.device)
-    return wrap_detector(base, det.tiling, nms=det.nms)
-
-
-def build_rules(loaded: LoadedConfig, index: int, cam: CameraConfig,
-                size: tuple[int, int]) -> CameraRules:
-    cfg = loaded.config
-    try:
-        return CameraRules(
-            cam.id, cam.zones, size, Schedule(cfg.periods, cfg.site.timezone),
-            cam.calibration, forget_after_s=cfg.tracker.lost_seconds + 1.0,
-            zone_path=("cameras", index, "zones"))
-    except ZoneGeometryError as exc:
-        raise ConfigError([f"{loaded.where(exc.where)}: {exc}"]) from exc
-
-
 class _TqdmStream:
     """Lets alarm lines print above the progress bar instead of through it."""
 
@@ -129,14 +83,13 @@ def run_replay(loaded: LoadedConfig, opts: ReplayOptions, out: IO[str] = sys.std
                              loop=opts.loop)
     rules = build_rules(loaded, index, cam, source.size)
     detector = make_detector(loaded)
-    tracker = ByteTracker(loaded.config.tracker, source.fps)
     sinks: list[AlarmSink] = []
     if opts.alarms_out:
         sinks.append(JsonlSink(opts.alarms_out))
     if not opts.quiet:
         sinks.append(StdoutSink(_TqdmStream() if opts.progress else out))  # type: ignore[arg-type]
     if opts.mqtt or loaded.config.mqtt.enabled:
-        sinks.append(mqtt_sink(loaded))
+        sinks.append(MqttSink.from_config(loaded))
     metrics: EdgeMetrics | None = None
     if opts.metrics_port is not None:
         from edge.metrics import default_metrics, serve  # prometheus-client: only when asked
@@ -144,16 +97,15 @@ def run_replay(loaded: LoadedConfig, opts: ReplayOptions, out: IO[str] = sys.std
         metrics = default_metrics()
         try:
             serve(opts.metrics_port)
-        except OSError as exc:
+        except ConfigError:
             source.close()
-            raise ConfigError([f"metrics port {opts.metrics_port}: cannot listen on "
-                               f"127.0.0.1:{opts.metrics_port}: {exc.strerror or exc}"]) from exc
+            raise
     annot = Annotator(opts.annotate, source.fps, source.size, rules) if opts.annotate else None
-    pipeline = CameraPipeline(cam.id, detector, tracker, rules, sinks, metrics)
+    output = FanOut(sinks)
+    pipeline = build_pipeline(loaded, rules, source.fps, detector, [output], metrics=metrics)
     total = opts.max_frames or (source.frame_count if not opts.loop else None) or None
     bar = tqdm(total=total, unit="frame", desc=cam.id, disable=not opts.progress,
                file=sys.stderr, dynamic_ncols=True)
-    opened: list[AlarmSink] = []
     ok = False
 
     def frames() -> Iterator[Frame]:
@@ -167,16 +119,16 @@ def run_replay(loaded: LoadedConfig, opts: ReplayOptions, out: IO[str] = sys.std
             annot.draw(frame.image, pipeline.last_tracks, events)
         bar.update(1)
 
+    opened = False
     try:
-        for s in sinks:
-            s.open()
-            opened.append(s)
+        output.open()
+        opened = True
         stats = pipeline.run(frames(), on_frame)
         ok = True
     finally:
         bar.close()
-        for s in opened:
-            s.close()
+        if opened:
+            output.close()
         source.close()
         if annot is not None:
             annot.finish() if ok else annot.abort()

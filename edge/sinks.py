@@ -1,8 +1,9 @@
-"""Where alarms go: a JSONL file, stdout, MQTT (``edge.mqtt``).
+"""Where alarms go: a JSONL file, stdout, MQTT (``edge.uplink.sink``).
 
-Every sink gets every event, in order. A file sink writes one whole line and flushes per
-alarm, so a crash loses nothing already raised and never leaves half a line; sinks are opened
-only after the source and the model have loaded, so bad input leaves no output behind.
+Every sink gets every event, in order (``FanOut``). A file sink writes one whole line and
+flushes per alarm, so a crash loses nothing already raised and never leaves half a line; sinks
+are opened only after the source and the model have loaded, so bad input leaves no output
+behind.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import json
 import logging
 import os
 import sys
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Protocol
 
@@ -27,6 +30,34 @@ class AlarmSink(Protocol):
     def emit(self, alarm: Alarm) -> None: ...
 
     def close(self) -> None: ...
+
+
+class FanOut:
+    """Several sinks as one, behind a lock: cameras and attachments (radar) emit from their
+    own threads, and each event reaches every sink whole and in the same order."""
+
+    def __init__(self, sinks: Sequence[AlarmSink]):
+        self.sinks = list(sinks)
+        self._lock = threading.Lock()
+
+    def open(self) -> None:
+        """Open every sink; if one fails, close those already open and re-raise."""
+        for i, s in enumerate(self.sinks):
+            try:
+                s.open()
+            except BaseException:
+                for opened in self.sinks[:i]:
+                    opened.close()
+                raise
+
+    def emit(self, alarm: Alarm) -> None:
+        with self._lock:
+            for sink in self.sinks:
+                sink.emit(alarm)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
 
 
 class JsonlSink:

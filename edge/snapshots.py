@@ -1,12 +1,13 @@
 """Evidence snapshots: a JPEG of the frame that raised an alarm, for the operator to judge it.
 
 An operator deciding whether to send a ranger at night wants to see what the camera saw, not
-only a box's coordinates. When an alarm is raised the worker hands the frame (the main
-stream's newest frame when ``evidence_source`` is set and fresh, else the frame the detector
-saw) and the alarm's boxes to ``SnapshotWriter.request``, which names the file at once (the
-name goes into the alarm's evidence, so the alarm is not delayed) and encodes and writes it
-on its own thread. The queue is bounded: when the disk or the CPU cannot keep up, snapshots
-are dropped and counted, alarms never wait.
+only a box's coordinates. When an alarm is raised the pipeline's evidence hook
+(``CameraEvidence``) hands the frame (the main stream's newest frame when ``evidence_source``
+is set and fresh, else the frame the detector saw) and the alarm's boxes to
+``SnapshotWriter.request``, which names the file at once (the name goes into the alarm's
+evidence, so the alarm is not delayed) and encodes and writes it on its own thread. The queue
+is bounded: when the disk or the CPU cannot keep up, snapshots are dropped and counted, alarms
+never wait.
 """
 
 from __future__ import annotations
@@ -16,19 +17,16 @@ import queue
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
 from edge.config import CameraConfig
-from edge.livesource import CameraState, LiveSource
-from edge.source import Frame
+from edge.sources.feed import CameraState
+from edge.sources.frame import Frame
+from edge.sources.rtsp import LiveSource
 from zones.alarm import Alarm
-
-if TYPE_CHECKING:
-    from edge.live import LiveCamera
 
 log = logging.getLogger(__name__)
 
@@ -110,36 +108,58 @@ class SnapshotWriter:
         tmp.replace(job.path)  # readers never see half a file
 
 
-def evidence_stream(cam: CameraConfig, snapshots: SnapshotWriter | None) -> LiveSource | None:
-    """The camera's main stream, decoded only for snapshots (when there is a snapshot_dir)."""
-    if cam.evidence_source is None:
-        return None
-    if snapshots is None:
-        log.warning("evidence_source given but no edge.snapshot_dir: not opened",
-                    extra={"camera": cam.id})
-        return None
-    url = cam.evidence_source
+class CameraEvidence:
+    """One camera's snapshots: the pipeline's ``Evidence`` hook for its raised alarms.
 
-    def status(state: CameraState, reason: str) -> None:
-        log.info("evidence stream %s: %s", state.value, reason,
-                 extra={"camera": cam.id, "state": state.value, "reason": reason})
+    The snapshot shows the main stream's frame when ``evidence_source`` names one and its
+    newest frame is fresh (within 1 s of the detection frame), else the detection frame.
+    """
 
-    return LiveSource(f"{cam.id}:evidence", lambda: url, stall_s=cam.stall_seconds,
-                      reconnect=cam.reconnect, on_status=status)
+    def __init__(self, camera: str, writer: SnapshotWriter, main: LiveSource | None = None):
+        self.camera = camera
+        self.writer = writer
+        self.main = main  # the main stream, decoded only for snapshots
+        self.last: Frame | None = None  # its newest frame
 
+    @classmethod
+    def for_camera(cls, cam: CameraConfig,
+                   writer: SnapshotWriter | None) -> CameraEvidence | None:
+        """The camera's evidence when the edge writes snapshots (``edge.snapshot_dir``)."""
+        if writer is None:
+            if cam.evidence_source is not None:
+                log.warning("evidence_source given but no edge.snapshot_dir: not opened",
+                            extra={"camera": cam.id})
+            return None
+        if cam.evidence_source is None:
+            return cls(cam.id, writer)
+        url = cam.evidence_source
 
-def with_snapshot(snapshots: SnapshotWriter, cam: LiveCamera, alarm: Alarm, frame: Frame,
-                  size: tuple[int, int]) -> Alarm:
-    """The alarm with its snapshot's name; the main stream's frame when it is fresh (within
-    1 s of the detection frame), else the detection frame itself."""
-    image = frame.image
-    if cam.evidence is not None:
-        cam.evidence_last = cam.evidence.slot.take() or cam.evidence_last
-        main = cam.evidence_last
-        if main is not None and abs(main.time - frame.time) <= 1.0:
-            image = main.image
-    name = snapshots.request(alarm, image, size)
-    if name is None:
-        return alarm
-    return alarm.model_copy(update={
-        "evidence": alarm.evidence.model_copy(update={"snapshot": name})})
+        def status(state: CameraState, reason: str) -> None:
+            log.info("evidence stream %s: %s", state.value, reason,
+                     extra={"camera": cam.id, "state": state.value, "reason": reason})
+
+        main = LiveSource(f"{cam.id}:evidence", lambda: url, stall_s=cam.stall_seconds,
+                          reconnect=cam.reconnect, on_status=status)
+        return cls(cam.id, writer, main)
+
+    def start(self) -> None:
+        if self.main is not None:
+            self.main.start()
+
+    def stop(self) -> None:
+        if self.main is not None:
+            self.main.stop()
+
+    def attach(self, alarm: Alarm, frame: Frame) -> Alarm:
+        """The alarm with its snapshot's name (unchanged when the writer is behind)."""
+        image = frame.image
+        if self.main is not None:
+            self.last = self.main.slot.take() or self.last
+            if self.last is not None and abs(self.last.time - frame.time) <= 1.0:
+                image = self.last.image
+        h, w = frame.image.shape[:2]
+        name = self.writer.request(alarm, image, (w, h))
+        if name is None:
+            return alarm
+        return alarm.model_copy(update={
+            "evidence": alarm.evidence.model_copy(update={"snapshot": name})})

@@ -9,7 +9,7 @@ the config path, so the loader can name the file, line and field.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -49,8 +49,9 @@ class RadarConfig(Strict):
     id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
                     description="radar id: the radar_id of its messages, and alarms' camera")
     topic: str | None = Field(None, min_length=1,
-                              description="MQTT topic of its track messages (default "
-                                          "perimeter/v1/{site}/radar/{id}/tracks)")
+                              description="MQTT topic of its track messages (default: "
+                                          "the wire contract's track topic of this "
+                                          "site and radar)")
     position: XY | None = Field(None, description="antenna position in site metres")
     position_latlon: LatLon | None = Field(None, description="antenna [lat, lon] instead")
     heading_deg: float = Field(0.0, ge=-360, le=360,
@@ -177,10 +178,12 @@ def _site_xy(origin: GeoOrigin | None, latlon: Sequence[LatLon], where: Where) -
     return [(float(x), float(y)) for x, y in origin.to_site(latlon)]
 
 
-def resolve_ground(site_id: str, origin: SiteOrigin | None, radars: Sequence[RadarConfig],
-                   zones: Sequence[GroundZoneConfig], prefix: str = "perimeter/v1"
+def resolve_ground(origin: SiteOrigin | None, radars: Sequence[RadarConfig],
+                   zones: Sequence[GroundZoneConfig], default_topic: Callable[[str], str]
                    ) -> GroundSite:
-    """Radars and ground fences in site metres; raises GroundConfigError naming the field."""
+    """Radars and ground fences in site metres; raises GroundConfigError naming the field.
+    ``default_topic(radar_id)`` is the track topic of a radar whose config names none (the
+    wire contract spells it; this core knows no broker)."""
     geo = origin.geo() if origin is not None else None
     out: dict[str, Radar] = {}
     topics: dict[str, str] = {}
@@ -192,7 +195,7 @@ def resolve_ground(site_id: str, origin: SiteOrigin | None, radars: Sequence[Rad
         else:
             assert rc.position_latlon is not None
             ((x, y),) = _site_xy(geo, [rc.position_latlon], ("radars", i, "position_latlon"))
-        topic = rc.topic or f"{prefix}/{site_id}/radar/{rc.id}/tracks"
+        topic = rc.topic or default_topic(rc.id)
         if topic in topics:
             raise GroundConfigError(("radars", i, "topic"),
                                     f"topic {topic!r} is also radar {topics[topic]!r}'s")

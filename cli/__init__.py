@@ -1,0 +1,1 @@
+"""The ``perimeter`` command line (``cli.main``): every command's arguments and dispatch."""

@@ -1,0 +1,95 @@
+"""The incident book: merging alarms across sensors, idempotency, the closed loop."""
+
+from __future__ import annotations
+
+import pytest
+
+from central.incidents.book import IncidentBook, LifecycleError, Status, zone_groups
+from tests.support.alarms import alarm
+from zones.alarm import Alarm, AlarmState, Severity
+from zones.geometry import Risk
+
+
+def apply_all(book: IncidentBook, alarms: list[Alarm]) -> list[str]:
+    ids = []
+    for i, a in enumerate(alarms):
+        res = book.apply(a, "park", incident_id=f"inc{i}")
+        ids.append(res.incident.id if res else "-")
+    return ids
+
+
+MERGE_TABLE = [
+    ("two cameras, same zone, within window: one incident",
+     [alarm("bank", 0, camera="c1"), alarm("bank", 30, camera="c2", track=9)], ["inc0", "inc0"]),
+    ("same zone after the window: a new incident",
+     [alarm("bank", 0), alarm("bank", 200, track=2)], ["inc0", "inc1"]),
+    ("activity keeps the window open", [alarm("bank", 0), alarm("bank", 100, track=2),
+                                        alarm("bank", 190, track=3)], ["inc0", "inc0", "inc0"]),
+    ("different zones: separate", [alarm("bank", 0), alarm("cliff", 1, track=2)],
+     ["inc0", "inc1"]),
+    ("neighbouring zones merge", [alarm("bank", 0), alarm("pier", 5, track=2)], ["inc0", "inc0"]),
+    ("raise then clear: same incident, no new one",
+     [alarm("bank", 0), alarm("bank", 9, state=AlarmState.CLEARED, first=0)], ["inc0", "inc0"]),
+    ("clear of an unknown alarm opens nothing",
+     [alarm("bank", 9, state=AlarmState.CLEARED, first=0)], ["-"]),
+]
+
+
+@pytest.mark.parametrize(("name", "alarms", "expected"), MERGE_TABLE,
+                         ids=[r[0] for r in MERGE_TABLE])
+def test_merge_table(name: str, alarms: list[Alarm], expected: list[str]) -> None:
+    book = IncidentBook(merge_window_s=120, neighbours={"bank": ["pier"]})
+    assert apply_all(book, alarms) == expected
+
+
+def test_duplicates_are_harmless() -> None:
+    book = IncidentBook()
+    a = alarm("bank", 0)
+    first = book.apply(a, "park", "inc0")
+    again = book.apply(a, "park", "other")
+    assert first and again and again.duplicate and again.incident.id == "inc0"
+    assert len(book.incidents) == 1 and len(book.incidents["inc0"].alarms) == 1
+
+
+def test_incident_collects_evidence_and_highest_severity() -> None:
+    book = IncidentBook()
+    apply_all(book, [alarm("bank", 0, risk=Risk.LOW, camera="c1"),
+                     alarm("bank", 5, risk=Risk.HIGH, camera="c2", track=4)])
+    inc = book.incidents["inc0"]
+    assert inc.severity is Severity.CRITICAL
+    assert inc.cameras == {"c1", "c2"} and inc.active_alarms == 2
+
+
+def test_closed_loop() -> None:
+    book = IncidentBook()
+    apply_all(book, [alarm("bank", 0)])
+    with pytest.raises(LifecycleError, match="note"):
+        book.resolve("inc0", "li", "  ", now=10)
+    book.acknowledge("inc0", "wang", now=5)
+    with pytest.raises(LifecycleError, match="acknowledged"):
+        book.acknowledge("inc0", "li", now=6)
+    inc = book.resolve("inc0", "li", "guided the visitor back behind the rail", now=20)
+    assert (inc.status, inc.acknowledged_by, inc.resolved_by) == (Status.RESOLVED, "wang", "li")
+    with pytest.raises(LifecycleError, match="already resolved"):
+        book.resolve("inc0", "li", "again", now=21)
+    # After resolution a new alarm in the zone opens a new incident, even inside the window.
+    res = book.apply(alarm("bank", 30, track=5), "park", "inc-new")
+    assert res is not None and res.new_incident and res.incident.id == "inc-new"
+    assert book.incidents["inc0"].status is Status.RESOLVED
+
+
+def test_escalation_until_acknowledged() -> None:
+    book = IncidentBook()
+    apply_all(book, [alarm("bank", 0, risk=Risk.HIGH)])
+    timeouts = {"high": 30.0, "medium": 120.0}
+    assert book.due_escalations(29, timeouts, repeat_s=60) == []
+    assert [i.escalation_level for i in book.due_escalations(30, timeouts, 60)] == [1]
+    assert book.due_escalations(60, timeouts, repeat_s=60) == []
+    assert [i.escalation_level for i in book.due_escalations(90, timeouts, 60)] == [2]
+    book.acknowledge("inc0", "wang", now=95)
+    assert book.due_escalations(1000, timeouts, repeat_s=60) == []
+
+
+def test_zone_groups_are_transitive() -> None:
+    g = zone_groups({"a": ["b"], "c": ["b"], "x": ["y"]})
+    assert g["a"] == g["b"] == g["c"] == "a" and g["x"] == g["y"] == "x"

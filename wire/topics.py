@@ -1,0 +1,132 @@
+"""Every MQTT topic of the system, built and parsed here and nowhere else.
+
+``PREFIX`` versions the whole tree (``perimeter/v1``); a change that breaks subscribers gets
+a new prefix, and both are accepted while devices are upgraded. MQTT 3.1.1 topic rules: a
+segment must be non-empty and free of ``+``, ``#``, ``/`` and NUL. Ids that come from a
+config checked by a pattern (site, edge, speaker, radar) are refused with ``ValueError`` when
+they break that rule; ids read at run time from alarms (camera, zone) are made safe instead
+(``sanitize``), the payload keeping the original.
+
+The tree (``{s}`` site, QoS 1 everywhere; see ``wire.messages`` for the payloads):
+
+==========================================================  =========  ====================
+topic                                                       retained   from -> to
+==========================================================  =========  ====================
+``{prefix}/{s}/alarm/{camera}/{zone}/{kind}``               no         edge -> central
+``{prefix}/{s}/edge/{edge}/status``                         yes, will  edge -> anyone
+``{prefix}/{s}/edge/{edge}/camera/{camera}/status``         yes        edge -> anyone
+``{prefix}/{s}/radar/{radar}/tracks``                       no         radar -> edge
+``{prefix}/{s}/speaker/{speaker}/command``                  no         central -> speaker
+``{prefix}/{s}/speaker/{speaker}/status``                   no         speaker -> central
+``{prefix}/{s}/speaker/{speaker}/availability``             yes, will  speaker -> anyone
+==========================================================  =========  ====================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PREFIX = "perimeter/v1"
+_FORBIDDEN = ("+", "#", "/", "\x00")
+
+
+def segment(name: str, value: str) -> str:
+    """``value`` if it can be one topic segment; ``ValueError`` naming ``name`` if not."""
+    if not value or any(c in value for c in _FORBIDDEN):
+        raise ValueError(f"{name} {value!r} is not a valid MQTT topic segment: it must be "
+                         "non-empty and contain none of '+', '#', '/', NUL")
+    return value
+
+
+def sanitize(value: str) -> str:
+    """A run-time id (camera, zone) made safe as one topic segment."""
+    for c in _FORBIDDEN:
+        value = value.replace(c, "_")
+    return value or "_"
+
+
+def _site(site: str | None) -> str:
+    return "+" if site is None else segment("site", site)
+
+
+# -- alarms ------------------------------------------------------------------------------------
+
+
+def alarm(site: str, camera: str, zone: str, kind: str) -> str:
+    """Where an edge publishes one alarm event."""
+    return f"{PREFIX}/{segment('site', site)}/alarm/{sanitize(camera)}/{sanitize(zone)}/{kind}"
+
+
+def alarm_filter(site: str | None = None, share_group: str | None = None) -> str:
+    """Subscription to every alarm (of one site or all), optionally as a shared
+    subscription (``$share/{group}/...``: each message reaches one member of the group)."""
+    flt = f"{PREFIX}/{_site(site)}/alarm/#"
+    return f"$share/{segment('share group', share_group)}/{flt}" if share_group else flt
+
+
+@dataclass(frozen=True)
+class AlarmTopic:
+    """The parts of an alarm topic."""
+
+    site: str
+    camera: str
+    zone: str
+    kind: str
+
+
+def parse_alarm(topic: str) -> AlarmTopic | None:
+    """The parts of ``{prefix}/{site}/alarm/{camera}/{zone}/{kind}``; None if not that shape."""
+    if not topic.startswith(PREFIX + "/"):
+        return None
+    parts = topic[len(PREFIX) + 1:].split("/")
+    if len(parts) != 5 or parts[1] != "alarm" or not all(parts):
+        return None
+    return AlarmTopic(parts[0], parts[2], parts[3], parts[4])
+
+
+# -- edge boxes and their cameras --------------------------------------------------------------
+
+
+def edge_status(site: str, edge_id: str) -> str:
+    """An edge worker's availability (retained; ``offline`` is its last will)."""
+    return f"{PREFIX}/{segment('site', site)}/edge/{segment('edge_id', edge_id)}/status"
+
+
+def camera_status(site: str, edge_id: str, camera: str) -> str:
+    """One live camera's state as its edge worker sees it (retained)."""
+    return f"{edge_status(site, edge_id).removesuffix('/status')}/camera/{sanitize(camera)}/status"
+
+
+# -- radars ------------------------------------------------------------------------------------
+
+
+def radar_tracks(site: str, radar_id: str) -> str:
+    """The default topic of a radar's track messages (a radar config may name its own)."""
+    return f"{PREFIX}/{segment('site', site)}/radar/{segment('radar', radar_id)}/tracks"
+
+
+# -- loudspeakers ------------------------------------------------------------------------------
+
+
+def _speaker(site: str, speaker: str, leaf: str) -> str:
+    return f"{PREFIX}/{segment('site', site)}/speaker/{segment('speaker', speaker)}/{leaf}"
+
+
+def speaker_command(site: str, speaker: str) -> str:
+    """Commands from the central to one speaker."""
+    return _speaker(site, speaker, "command")
+
+
+def speaker_status(site: str, speaker: str) -> str:
+    """One speaker's playback reports."""
+    return _speaker(site, speaker, "status")
+
+
+def speaker_availability(site: str, speaker: str) -> str:
+    """One speaker's ``online``/``offline`` (retained; ``offline`` is its last will)."""
+    return _speaker(site, speaker, "availability")
+
+
+def speaker_status_filter(site: str | None = None) -> str:
+    """Subscription to every speaker's playback reports (of one site, or of all sites)."""
+    return f"{PREFIX}/{_site(site)}/speaker/+/status"
