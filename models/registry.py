@@ -4,6 +4,13 @@ Files come either from a registry package pinned to one version (located inside 
 distribution) or from a path a site supplies. Each is checked against its sha256 before a
 detector loads it, so a truncated copy or a silently swapped model is refused with a message
 naming the file, rather than producing fewer alarms on the night it matters.
+
+A model may also be *converted* on the box from a pinned file (YOLOv8n: the checkpoint from a
+registry package, turned into ONNX by ``models.yolov8_onnx`` without torch). The converted
+file's bytes depend on the onnx/protobuf versions that wrote it, so it is pinned by the digest
+of its graph instead (``convert.graph_sha256``: every node and weight value), with the
+input-size constants recomputed: the same check holds on any machine that converts it.
+Converted files live in ``models_dir()`` as ``NAME-WxH.onnx``.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata as md
 import os
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -18,7 +26,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 MANIFEST = Path(__file__).with_name("manifest.yaml")
-Backend = Literal["opencv-darknet", "opencv-tensorflow", "ultralytics"]
+Backend = Literal["opencv-darknet", "opencv-tensorflow", "ultralytics", "onnx-yolov8"]
+MODELS_DIR_ENV = "PERIMETER_MODELS_DIR"
 
 
 class ModelError(RuntimeError):
@@ -47,6 +56,16 @@ class FileSource(BaseModel):
         return name, version
 
 
+class ConvertSpec(BaseModel):
+    """A file made on the box from another of the model's files (checked, then converted)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str = Field(description="the role in ``files`` converted from")
+    graph_sha256: str = Field(pattern=r"^[0-9a-f]{64}$",
+                              description="digest of the converted graph (models.yolov8_onnx)")
+
+
 class ModelEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -58,6 +77,13 @@ class ModelEntry(BaseModel):
     person_classes: list[int] = Field(default_factory=lambda: [0])
     input_size: tuple[int, int] = (640, 640)
     files: dict[str, FileSource]
+    convert: ConvertSpec | None = None
+
+    @model_validator(mode="after")
+    def _convert_source(self) -> ModelEntry:
+        if self.convert and self.convert.source not in self.files:
+            raise ValueError(f"convert.source {self.convert.source!r} is not in files")
+        return self
 
     @classmethod
     def user_weights(cls, path: str, sha256: str | None = None,
@@ -132,9 +158,26 @@ def verify(src: FileSource) -> Path:
     return p
 
 
-def resolve_model(entry: ModelEntry) -> dict[str, Path]:
-    """Every file of a model, located and verified."""
-    return {role: verify(src) for role, src in entry.files.items()}
+def resolve_model(entry: ModelEntry, input_size: tuple[int, int] | None = None, *,
+                  convert_missing: bool = False) -> dict[str, Path]:
+    """Every file of a model, located and verified; a converted model's ONNX at
+    ``input_size`` (default: the entry's) under ``"onnx"``, converted first if it is missing
+    and ``convert_missing`` (a file that is there but wrong is refused, never overwritten)."""
+    files = {role: verify(src) for role, src in entry.files.items()}
+    if entry.convert is not None:
+        from models.converted import converted_model
+
+        files["onnx"] = converted_model(entry, files[entry.convert.source],
+                                        input_size or entry.input_size,
+                                        convert_missing=convert_missing)
+    return files
+
+
+def models_dir() -> Path:
+    """Where converted models live: ``$PERIMETER_MODELS_DIR``, else inside the environment
+    that converted them (``<venv>/share/perimeter/models``), which has the onnx that wrote them."""
+    env = os.environ.get(MODELS_DIR_ENV)
+    return Path(env).expanduser() if env else Path(sys.prefix) / "share" / "perimeter" / "models"
 
 
 def requirements(entry: ModelEntry) -> list[str]:

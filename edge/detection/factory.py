@@ -18,8 +18,8 @@ def build_detector(entry: ModelEntry, *, conf: float, nms: float,
                    input_size: tuple[int, int] | None = None,
                    device: str = "cpu") -> Detector:
     """Instantiate the back end a manifest entry names, after verifying its files."""
-    files = resolve_model(entry)
     size = input_size or entry.input_size
+    files = resolve_model(entry, size, convert_missing=True)
     classes = entry.person_classes
     if entry.backend == "opencv-darknet":
         return DarknetDetector(files["cfg"], files["weights"], input_size=size, classes=classes,
@@ -27,6 +27,11 @@ def build_detector(entry: ModelEntry, *, conf: float, nms: float,
     if entry.backend == "opencv-tensorflow":
         return TensorflowSSDDetector(files["weights"], files["config"], input_size=size,
                                      classes=classes, conf=conf, name=entry.name)
+    if entry.backend == "onnx-yolov8":
+        from edge.detection.onnx_yolo import OnnxYoloDetector  # onnxruntime: only when asked
+
+        return OnnxYoloDetector(files["onnx"], input_size=size, classes=classes, conf=conf,
+                                nms=nms, name=entry.name)
     if entry.backend == "ultralytics":
         # torch is imported only when a manifest entry or a site's weights ask for it
         from edge.detection.ultra import UltralyticsDetector
