@@ -12,10 +12,12 @@ from typing import TYPE_CHECKING
 from common.yamlconfig import ConfigError
 from edge.config import CameraConfig, LoadedConfig
 from edge.detection.base import Detector
+from edge.detection.factory import camera_detector
 from edge.pipeline import CameraPipeline, Evidence, Observer
 from edge.sinks import AlarmSink
 from edge.tracker import ByteTracker, StridedTracker
 from zones.engine import CameraRules, ZoneGeometryError
+from zones.geometry import ZoneKind
 from zones.profiles import Schedule
 
 if TYPE_CHECKING:
@@ -47,5 +49,9 @@ def build_pipeline(loaded: LoadedConfig, rules: CameraRules, fps: float, detecto
                    observers: Sequence[Observer] = ()) -> CameraPipeline:
     """A camera's pipeline (``rules`` from ``build_rules``: callers build them first, so a
     zone that does not fit is reported before a model loads) for a stream of ``fps``."""
+    cam = next((c for c in loaded.config.cameras if c.id == rules.camera), None)
+    if cam is not None:  # the camera's fence slices, modality and threshold over the model
+        fences = [z.fence.points for z in rules.zones if z.config.kind is not ZoneKind.CROWD]
+        detector = camera_detector(loaded, cam, detector, fences)
     return CameraPipeline(rules.camera, detector, build_tracker(loaded, fps), rules, sinks,
                           metrics, evidence=evidence, observers=observers)

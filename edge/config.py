@@ -6,6 +6,7 @@ Loading and line-numbered errors are ``common.yamlconfig``'s (``file:line: field
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -33,12 +34,19 @@ class EdgeConfig(Strict):
 class TilingConfig(Strict):
     """Extra detection passes for small, far-away people."""
 
-    mode: str = Field("off", pattern=r"^(off|tiles|motion)$",
-                      description="off; tiles: a grid of overlapping crops; motion: crops "
-                                  "around moving regions")
+    mode: str = Field("off", pattern=r"^(off|tiles|motion|fences)$",
+                      description="off; fences: magnified slices around each camera's fences "
+                                  "(not crowd zones); tiles: a grid of overlapping crops of "
+                                  "the whole frame; motion: crops around moving regions")
     grid: tuple[int, int] = Field((2, 2), description="tiles across and down")
     overlap: float = Field(0.2, ge=0, lt=0.5, description="tile overlap share")
     min_area: int = Field(150, ge=1, description="smallest motion blob, px^2")
+    zoom: float = Field(1.5, ge=1, le=4, description="fences: magnification of each slice "
+                                                     "(a slice is the network input / zoom)")
+    margin: int = Field(24, ge=0, le=500, description="fences: px around a fence's bounding "
+                                                      "box that are sliced too (twice above)")
+    slice_overlap: float = Field(0.25, ge=0.1, lt=0.5, description="fences: share of a slice "
+                                                                    "that overlaps the next")
 
 
 class DetectorConfig(Strict):
@@ -118,6 +126,14 @@ class CameraConfig(Strict):
     stall_seconds: float = Field(5.0, gt=0, le=300, description="no frame this long: stalled, "
                                                                "reconnect")
     reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig)
+    modality: Literal["visible", "night", "thermal"] = Field(
+        "visible", description="visible; night (low light: contrast equalised for the "
+                               "detector); thermal (LWIR as grey: palette dropped, contrast "
+                               "equalised); see README, Night and thermal cameras")
+    thermal_polarity: Literal["white-hot", "black-hot"] = Field(
+        "white-hot", description="thermal cameras: whether warm is bright (white-hot) or dark")
+    conf: float | None = Field(None, gt=0, lt=1, description="this camera's detection "
+                                                             "threshold (default: its modality's)")
     calibration: CalibrationConfig | None = None
     zones: list[ZoneConfig] = Field(min_length=1)
 
