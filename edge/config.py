@@ -50,10 +50,11 @@ class TilingConfig(Strict):
 
 
 class DetectorConfig(Strict):
-    model: str = Field("yolov4-tiny", description="a name in models/manifest.yaml")
+    model: str = Field("yolov8n", description="a name in models/manifest.yaml")
     weights: str | None = Field(None, description="a site's own Ultralytics weights file")
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="pin for weights")
-    input_size: tuple[int, int] | None = Field(None, description="network input w, h")
+    input_size: tuple[int, int] | None = Field(None, description="network input w, h "
+                                                                 "(default: the model's)")
     conf: float = Field(0.3, gt=0, lt=1, description="minimum detection confidence")
     nms: float = Field(0.45, gt=0, le=1, description="non-maximum suppression IoU")
     device: str = Field("cpu", description="ultralytics device: cpu, cuda:0, ...")

@@ -1,6 +1,7 @@
 """What the pipeline needs from a detector: an image in, ``Detections`` of people out.
 
-Back ends (``edge.detection.opencv``: yolov4-tiny and SSD-MobileNetV2 through ``cv2.dnn``;
+Back ends (``edge.detection.onnx_yolo``: YOLOv8n, the default, through onnxruntime;
+``edge.detection.opencv``: yolov4-tiny and SSD-MobileNetV2 through ``cv2.dnn``;
 ``edge.detection.ultra``: Ultralytics YOLO) implement ``Detector``; ``edge.detection.factory``
 builds the one a config names, after the models manifest has checksummed its files.
 """

@@ -1,6 +1,6 @@
 """COCO detectors that registry packages ship, run by OpenCV's DNN module (no torch).
 
-yolov4-tiny (Darknet ``.cfg`` + ``.weights``, the default) and SSD-MobileNetV2 (a frozen
+yolov4-tiny (Darknet ``.cfg`` + ``.weights``) and SSD-MobileNetV2 (a frozen
 TensorFlow graph); ``edge.detection.factory`` builds them from the models manifest.
 """
 
@@ -16,7 +16,7 @@ from zones.tracks import Detections
 
 
 class DarknetDetector:
-    """YOLO Darknet (.cfg + .weights) through ``cv2.dnn``; yolov4-tiny COCO by default."""
+    """YOLO Darknet (.cfg + .weights) through ``cv2.dnn``: yolov4-tiny COCO."""
 
     def __init__(self, cfg: Path, weights: Path, *, input_size: tuple[int, int],
                  classes: list[int], conf: float, nms: float, name: str = "yolov4-tiny"):

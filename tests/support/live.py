@@ -53,7 +53,7 @@ def rtsp(pets: Path, tmp_path: Path) -> Iterator[Callable[..., RtspServer]]:
 
 def config(tmp_path: Path, cameras: list[dict[str, Any]], **top: Any) -> LoadedConfig:
     doc = {"edge": {"id": f"edge-{uuid.uuid4().hex[:8]}"},
-           "detector": {"input_size": [416, 320], "conf": 0.25},
+           "detector": {"input_size": [512, 384], "conf": 0.3},
            "cameras": [{"zones": [ZONE], **c} for c in cameras], **top}
     path = tmp_path / "live.yaml"
     path.write_text(yaml.safe_dump(doc))
