@@ -23,3 +23,7 @@ test:
 bench:
 	@deploy/setup.sh --full
 	.venv/bin/python -m benchmarks.replay_bench
+	.venv/bin/python -m benchmarks.detector_time
+	.venv/bin/python -m benchmarks.detector_time --wide --frames 4
+	.venv/bin/python -m benchmarks.small_targets
+	.venv/bin/python -m benchmarks.night --tune

@@ -54,11 +54,17 @@ SEQUENCES = [
     Sequence("PETS09-S2L1", "config/pets09.yaml", "mot15/PETS09-S2L1/gt/gt.txt"),
     Sequence("TUD-Campus", "config/tud_campus.yaml", "mot15/TUD-Campus/gt/gt.txt"),
 ]
+# Each variant names its whole detector, so it does not depend on the configs' defaults.
+V4 = {"model": "yolov4-tiny", "input_size": [416, 320], "conf": 0.25}
+V8 = {"model": "yolov8n", "input_size": [512, 384], "conf": 0.3}
 VARIANTS: dict[str, dict[str, Any]] = {
-    "yolov4-tiny": {},
-    "yolov4-tiny@416x416": {"input_size": [416, 416]},
-    "yolov4-tiny+motion": {"tiling": {"mode": "motion"}},
-    "yolov4-tiny+tiles2x2": {"tiling": {"mode": "tiles", "grid": [2, 2]}},
+    "yolov8n": V8,
+    "yolov8n@384x288": {**V8, "input_size": [384, 288]},
+    "yolov8n@640x480": {**V8, "input_size": [640, 480]},
+    "yolov4-tiny": V4,
+    "yolov4-tiny@416x416": {**V4, "input_size": [416, 416]},
+    "yolov4-tiny+motion": {**V4, "tiling": {"mode": "motion"}},
+    "yolov4-tiny+tiles2x2": {**V4, "tiling": {"mode": "tiles", "grid": [2, 2]}},
     "ssd-mobilenet-v2": {"model": "ssd-mobilenet-v2", "input_size": None, "conf": 0.3},
 }
 
