@@ -25,7 +25,8 @@ def write_report(results: dict[str, Any], folder: Path) -> None:
     lines = [
         "# Scored replays (benchmarks/replay_bench.py)", "",
         f"Date: {results['date']}. Machine: {m['cpu']}, {m['cores']} cores, {m['mem_gib']} GiB,"
-        f" Python {m['python']}. Packages: "
+        f" Python {m['python']}; shared with other work, load average (1, 5, 15 min) "
+        f"{m.get('load_avg', 'not recorded')} at the start of the last run. Packages: "
         + ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v) + ".", "",
         "Expected alarms: the same rules run on the MOT ground-truth tracks. A system alarm "
         "matches when zone, kind (and tripwire) agree, it is raised within the ground-truth "
