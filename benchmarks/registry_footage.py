@@ -6,8 +6,8 @@ The only night footage with ground truth (and the only real far-off people) foun
 registry (PyPI, Debian, npm) are the test assets inside the sdist of ``boxmot==21.0.0``: 8
 frames of MOT17-04 (a lamp-lit pedestrian street at night, 1920x1080, 42 people a frame),
 4 frames of MOT17-02 (the same kind of camera by day, 1920x1080) and two 6-frame MMOT drone
-clips (1200x900, people 13-28 px seen from above, false-colour multispectral). The search that
-found them is in the project's issue 9 notes; nothing here is committed to the repository.
+clips (1200x900, people 13-28 px seen from above, false-colour multispectral). Nothing here
+is committed to the repository.
 
 ``fetch()`` downloads the sdist with pip (the registry's ordinary client) into
 ``out/bench-data`` (git-ignored), checks its sha256 and the sha256 of every data file it

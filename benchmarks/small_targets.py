@@ -132,7 +132,7 @@ def report(res: dict[str, Any]) -> str:
              f"Date: {res['date']}. Machine: {m['cpu']}, {m['cores']} cores, shared: load "
              f"average {m['load_avg']} at the start (times are slower than on an idle box). "
              f"{res['scenes']} wide frames (1920x1080) per set, a waterline fence band across "
-             "each; see the module's docstring for how the scenes are made. Goal (issue 9): "
+             "each; see the module's docstring for how the scenes are made. Goal: "
              "recall >= 0.8 at precision >= 0.85 for people 20-32 px tall near a fence, at most "
              "500 ms per 1920x1080 frame on 2 cores, on footage not tuned on. ms/frame is wall "
              "time on the loaded machine; CPU ms/frame is the process's CPU time (all threads), "
