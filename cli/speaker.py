@@ -92,5 +92,7 @@ def run(args: argparse.Namespace) -> int:
         for s, handler in old.items():
             signal.signal(s, handler)
         agent.close()
-    print(f"speaker {args.speaker_id} stopped", flush=True)
+    refused = ", ".join(f"{why}: {n}" for why, n in sorted(agent.rejected.items()))
+    print(f"speaker {args.speaker_id} stopped; commands refused: {refused or 'none'}",
+          flush=True)
     return 0

@@ -59,16 +59,18 @@ class CommandGate:
 
     def check(self, payload: bytes | bytearray, *, retained: bool = False) -> Verdict:
         """What to do with one command as it came off the wire."""
-        if retained:
-            return self._refuse(None, "retained")
         try:
             data = json.loads(payload)
         except (ValueError, UnicodeDecodeError, RecursionError) as err:
+            if retained:
+                return self._refuse(None, "retained")
             return Verdict(None, None, "failed", f"invalid command: not JSON ({err})"[:300])
+        raw_id = data.get("command_id") if isinstance(data, dict) else None
+        echo_id = raw_id if isinstance(raw_id, str) and len(raw_id) <= 100 else None
+        if retained:
+            return self._refuse(echo_id, "retained")
         if not isinstance(data, dict):
             return Verdict(None, None, "failed", "invalid command: not a JSON object")
-        raw_id = data.get("command_id")
-        echo_id = raw_id if isinstance(raw_id, str) and len(raw_id) <= 100 else None
         why = self._authentic(data)
         if why is not None:
             return self._refuse(echo_id, why)
