@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from cli.mqttopts import add_identity_options, broker_from_args
+from common import sdnotify
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,10 @@ def run(args: argparse.Namespace) -> int:
                       share_group=args.share_group, metrics=default_metrics(),
                       worker_id=args.worker_id, partitions=args.partitions, signer=signer)
     central.start()
+    # systemd (Type=notify, WatchdogSec): up now; the watchdog is fed while the intake turns
+    watchdog = sdnotify.Watchdog(central.intake.turning)
+    watchdog.start()
+    sdnotify.ready(f"worker {central.worker.worker_id}")
     print(f"central: API http://{args.api_host}:{args.api_port}/docs, metrics "
           f"http://{args.api_host}:{args.api_port}/metrics, MQTT {broker.url}, "
           f"Redis {args.redis}", flush=True)
@@ -84,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
                                modes=central), host=args.api_host,
                     port=args.api_port, log_level="warning")
     finally:
+        watchdog.stop()
         central.stop()
     return 0
 

@@ -18,6 +18,7 @@ import types
 from pathlib import Path
 
 from cli.mqttopts import add_identity_options, broker_from_args
+from common import sdnotify
 from speaker.agent import SpeakerAgent
 from speaker.audio import SpeakerError
 from wire.messages import StatusMessage
@@ -83,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
         stop.set()
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    watchdog = sdnotify.Watchdog(agent.alive)  # systemd: Type=notify, WatchdogSec
+    watchdog.start()
+    sdnotify.ready()
     print(f"speaker {args.speaker_id} listening on {agent.command_topic} "
           f"({agent.broker.url})", flush=True)
     try:
@@ -91,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
+        watchdog.stop()
         agent.close()
     refused = ", ".join(f"{why}: {n}" for why, n in sorted(agent.rejected.items()))
     print(f"speaker {args.speaker_id} stopped; commands refused: {refused or 'none'}",

@@ -149,6 +149,10 @@ class SpeakerAgent:
             log.warning("speaker: no command-signing key; commands are not authenticated",
                         extra={"speaker": self.speaker_id, "site": self.site})
 
+    def alive(self) -> bool:
+        """The playing thread runs (what feeds systemd's watchdog)."""
+        return self._worker is not None and self._worker.is_alive()
+
     def _why(self) -> str:
         return unreachable_reason(self.broker, self._refused, self.connect_timeout_s)
 
