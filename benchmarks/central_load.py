@@ -14,6 +14,9 @@ processes (shared subscription, partition streams):
   command received, end to end (intake, partition stream, worker, Redis, command publish).
 
 Results: ``benchmarks/results/central_load.md`` and ``.json``, with the machine and date.
+With ``--tls`` the link is secured as a site runs it (a throw-away CA: TLS 1.2+ with client
+certificates, passwords, the ACL, edges on their v2 topic, speaker commands signed by the
+central): ``central_load_tls.md``; without, plain MQTT and unsigned commands as before.
 """
 
 from __future__ import annotations
@@ -37,13 +40,16 @@ from paho.mqtt.enums import CallbackAPIVersion
 from benchmarks.machine import machine_info
 from central.streams import GROUP, PartitionKeys, partition_of
 from common.net import free_port
+from demo.identity import DemoSite
 from demo.procs import Child, start_broker
+from wire import topics
 from zones.alarm import Alarm, AlarmKind, AlarmState, Evidence
 from zones.geometry import Risk, ZoneKind
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 SITE = "loadsite"
+EDGE = "bench-edge"
 NS = "bench"
 PARTITIONS = 8
 CONFIG = """\
@@ -64,8 +70,30 @@ def make_alarm(zone: str, t: float, track: int) -> Alarm:
                       evidence=Evidence(boxes=[(10.0, 20.0, 40.0, 120.0)], scores=[0.8]))
 
 
-def topic(zone: str) -> str:
-    return f"perimeter/v1/{SITE}/alarm/cam-1/{zone}/intrusion"
+def topic(zone: str, edge: str | None = None) -> str:
+    return topics.alarm(SITE, "cam-1", zone, "intrusion", edge=edge)
+
+
+def bench_client(client_id: str, ident: DemoSite | None, name: str) -> mqtt.Client:
+    """A raw paho client (the simulated edge, the command clock), as ``name`` under TLS."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+    if ident is not None:
+        b = ident.broker(name)
+        assert b.tls is not None
+        client.username_pw_set(b.username, b.password)
+        client.tls_set_context(b.tls.context())
+    return client
+
+
+def identity_args(ident: DemoSite | None) -> list[str]:
+    """How a worker logs in: the central's identity and signing key, or plain."""
+    if ident is None:
+        return ["--unsigned-commands"]
+    d = ident.device("central")
+    return ["--mqtt-user", "central", "--mqtt-password-file", str(d / "central.password"),
+            "--mqtt-ca", str(ident.folder / "ca.crt"), "--mqtt-cert", str(d / "central.crt"),
+            "--mqtt-key", str(d / "central.key"),
+            "--command-key", str(ident.folder / "command-signing.key")]
 
 
 def start_redis(workdir: Path) -> tuple[Child, int]:
@@ -79,7 +107,8 @@ def start_redis(workdir: Path) -> tuple[Child, int]:
     return child, port
 
 
-def start_workers(n: int, workdir: Path, mqtt_port: int, redis_port: int) -> list[Child]:
+def start_workers(n: int, workdir: Path, mqtt_port: int, redis_port: int,
+                  ident: DemoSite | None) -> list[Child]:
     cfg = workdir / "central.yaml"
     cfg.write_text(CONFIG, encoding="utf-8")
     out = []
@@ -91,6 +120,7 @@ def start_workers(n: int, workdir: Path, mqtt_port: int, redis_port: int) -> lis
             "--redis", f"redis://127.0.0.1:{redis_port}/0", "--mqtt", f"127.0.0.1:{mqtt_port}",
             "--namespace", NS, "--client-id", f"bench-{wid}", "--worker-id", wid,
             "--share-group", "bench", "--partitions", str(PARTITIONS), "--api-port", str(api),
+            *identity_args(ident),
         ], workdir / f"{wid}.log", env={**os.environ,
                                         "PERIMETER_API_TOKEN": "bench-token-0123456789"})
         child.wait_port(api, timeout_s=60)
@@ -142,13 +172,13 @@ def drain(r: redis.Redis, total: int, zones: int, tag: str) -> dict[str, Any]:
 class CommandClock:
     """Subscribes to speaker commands and notes when each incident's command arrived."""
 
-    def __init__(self, port: int):
+    def __init__(self, port: int, ident: DemoSite | None):
         self.arrived: dict[str, float] = {}
         self.lock = threading.Lock()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-speaker")
+        self.client = bench_client("bench-speaker", ident, "spk-1")
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port)
-        self.client.subscribe(f"perimeter/v1/{SITE}/speaker/+/command", qos=1)
+        self.client.subscribe(topics.speaker_command(SITE, "spk-1"), qos=1)
         self.client.loop_start()
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
@@ -163,13 +193,14 @@ class CommandClock:
 
 
 def rate_run(r: redis.Redis, port: int, clock: CommandClock, rate: int, seconds: float,
-             tag: str) -> dict[str, Any]:
+             tag: str, ident: DemoSite | None) -> dict[str, Any]:
     """Publish ``rate`` alarms/s (each a new incident) and time publish -> command."""
     n = int(rate * seconds)
     zones = [f"{tag}-r{rate}-{i}" for i in range(n)]
     t_start = time.time() + 0.5
     payloads = [make_alarm(z, t_start + i / rate, i).to_json() for i, z in enumerate(zones)]
-    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-edge-{tag}-{rate}")
+    pub = bench_client(f"bench-edge-{tag}-{rate}", ident, EDGE)
+    edge = EDGE if ident is not None else None  # v2 topic: the ACL checks the edge's id
     pub.max_queued_messages_set(0)
     pub.max_inflight_messages_set(1000)
     pub.connect("127.0.0.1", port)
@@ -183,7 +214,7 @@ def rate_run(r: redis.Redis, port: int, clock: CommandClock, rate: int, seconds:
         if lag > 0:
             time.sleep(lag)
         published[zone] = time.time()
-        pub.publish(topic(zone), payloads[i], qos=1)
+        pub.publish(topic(zone, edge), payloads[i], qos=1)
     pub_s = time.time() - start_wall
     deadline = time.monotonic() + 30
     expect = set(zones)
@@ -214,10 +245,10 @@ def rate_run(r: redis.Redis, port: int, clock: CommandClock, rate: int, seconds:
 
 
 def run_config(workers: int, args: argparse.Namespace, workdir: Path,
-               mqtt_port: int) -> dict[str, Any]:
+               mqtt_port: int, ident: DemoSite | None) -> dict[str, Any]:
     redis_child, redis_port = start_redis(workdir / f"r{workers}")
     r = redis.Redis(port=redis_port)
-    children = start_workers(workers, workdir / f"r{workers}", mqtt_port, redis_port)
+    children = start_workers(workers, workdir / f"r{workers}", mqtt_port, redis_port, ident)
     try:
         deadline = time.monotonic() + 30
         while not balanced(r, workers):
@@ -232,10 +263,10 @@ def run_config(workers: int, args: argparse.Namespace, workdir: Path,
         result: dict[str, Any] = {"workers": workers, "drain_runs": runs,
                                   "drain": {**runs[0], "msgs_per_s": rates[len(rates) // 2],
                                             "all_msgs_per_s": rates}}
-        clock = CommandClock(mqtt_port)
+        clock = CommandClock(mqtt_port, ident)
         result["rates"] = []
         for rate in args.rates:
-            res = rate_run(r, mqtt_port, clock, rate, args.seconds, f"w{workers}")
+            res = rate_run(r, mqtt_port, clock, rate, args.seconds, f"w{workers}", ident)
             print(f"  rate {rate}/s: {res}", flush=True)
             result["rates"].append(res)
         clock.close()
@@ -253,7 +284,10 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
              f"Date: {date}. Machine: {m['cpu']}, {m['cores']} cores, {m['mem_gib']} GiB; "
              "everything below (broker, Redis, workers, simulated edges, the speaker "
              "subscriber) shares these cores.", "",
-             f"Private Mosquitto; private Redis with appendonly yes, appendfsync everysec; "
+             ("Private Mosquitto with TLS 1.2+, client certificates, passwords and the ACL "
+              "(perimeter pki), edges on their v2 topic, speaker commands signed (Ed25519); "
+              if args.tls else "Private Mosquitto, plain MQTT, unsigned commands; ")
+             + "private Redis with appendonly yes, appendfsync everysec; "
              f"{PARTITIONS} partition streams; `perimeter central` worker processes on one "
              "shared subscription.", "",
              "## Throughput (alarms appended at once, time until all applied and acknowledged)",
@@ -301,21 +335,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=10.0, help="length of each rate run")
     ap.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")],
                     default=[1, 2], help="worker counts to compare")
-    ap.add_argument("--out", type=Path, default=RESULTS / "central_load")
+    ap.add_argument("--tls", action="store_true",
+                    help="secure the link as a site does (TLS, identities, ACL, signatures)")
+    ap.add_argument("--out", type=Path, help="results file stem (default "
+                    "benchmarks/results/central_load, or central_load_tls with --tls)")
     args = ap.parse_args(argv)
+    if args.out is None:
+        args.out = RESULTS / ("central_load_tls" if args.tls else "central_load")
     with tempfile.TemporaryDirectory(prefix="central-load-") as tmp:
         workdir = Path(tmp)
         mqtt_port = free_port()
-        broker, _desc = start_broker("mosquitto", workdir, mqtt_port)
+        ident = (DemoSite.create(workdir, mqtt_port, SITE, EDGE, ["spk-1"])
+                 if args.tls else None)
+        broker, _desc = start_broker("mosquitto", workdir, mqtt_port,
+                                     ident.mosquitto_lines() if ident else None)
         try:
-            results = [run_config(n, args, workdir, mqtt_port) for n in args.workers]
+            results = [run_config(n, args, workdir, mqtt_port, ident) for n in args.workers]
         finally:
             broker.stop()
     text = report(results, args)
     args.out.with_suffix(".md").write_text(text, encoding="utf-8")
     args.out.with_suffix(".json").write_text(json.dumps(
         {"machine": machine_info(), "date": dt.datetime.now(dt.UTC).isoformat(),
-         "results": results}, indent=2), encoding="utf-8")
+         "tls": args.tls, "results": results}, indent=2), encoding="utf-8")
     print(text)
     return 0
 

@@ -39,7 +39,9 @@ class Notification:
 class Planner:
     config: CentralConfig
     mode: str | None = None  # an emergency plan set from config.modes, or None
-    _last_spoken: dict[str, tuple[float, int]] = field(default_factory=dict)
+    # (site, speaker) -> (time, priority) of its last command: keyed by site too, so alarms
+    # of one site (or a made-up one) never silence another site's speaker of the same id
+    _last_spoken: dict[tuple[str, str], tuple[float, int]] = field(default_factory=dict)
 
     def set_mode(self, mode: str | None) -> None:
         if mode is not None and mode not in self.config.modes:
@@ -73,11 +75,11 @@ class Planner:
         effects: list[SpeakerCommand | Notification] = []
         if step.speak is not None:
             for spk in self.speakers_for(inc, step):
-                last = self._last_spoken.get(spk)
+                last = self._last_spoken.get((inc.site, spk))
                 quiet = last is not None and now - last[0] < plan.cooldown_s
                 if quiet and last is not None and step.speak.priority <= last[1]:
                     continue
-                self._last_spoken[spk] = (now, step.speak.priority)
+                self._last_spoken[(inc.site, spk)] = (now, step.speak.priority)
                 effects.append(SpeakerCommand(spk, inc.id, step.speak, level))
         for n in step.notify:
             effects.append(Notification(n, inc.id, governance_payload(inc, level, plan.name)))

@@ -36,6 +36,7 @@ from central.speakers import HttpSpeaker, command_payload
 from central.streams import DEFAULT_PARTITIONS, PartitionKeys
 from wire import topics
 from wire.client import Broker, connect, disconnect, make_client
+from wire.signing import CommandSigner
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,9 @@ class Central:
                  *, ns: str = "perimeter", client_id: str = "perimeter-central",
                  share_group: str | None = None, metrics: CentralMetrics | None = None,
                  worker_id: str | None = None, partitions: int = DEFAULT_PARTITIONS,
-                 lease_s: float = 10.0):
+                 lease_s: float = 10.0, signer: CommandSigner | None = None):
         settings = config.central
+        self.signer = signer  # signs every speaker command (wire.signing); None: unsigned
         self.config = config
         self.redis = redis.Redis.from_url(redis_url)
         self.store = RedisStore(self.redis, ns=ns, retention_s=settings.retention_days * 86400)
@@ -70,7 +72,7 @@ class Central:
                                      logger=f"{__name__}.paho")
         self.notifiers = build_notifiers(list(config.notifiers), self.redis, ns, broker,
                                          consumer=worker_id or client_id)
-        self.http_speakers = {s.id: HttpSpeaker(s.id, s.http_url)
+        self.http_speakers = {s.id: HttpSpeaker(s.id, s.http_url, signer=signer)
                               for s in config.speakers if s.http_url}
         self._http_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="http-speaker")
         self.aggregator.listeners.append(self._on_applied)
@@ -132,11 +134,11 @@ class Central:
                 cid = str(uuid.uuid4())
                 http = self.http_speakers.get(eff.speaker)
                 if http is not None:
-                    self._http_pool.submit(self._send_http, http, eff, cid)
+                    self._http_pool.submit(self._send_http, http, eff, cid, site)
                 else:
                     self.feedback.sent(cid, eff.incident, eff.speaker)
-                    self.publisher.publish(topics.speaker_command(site, eff.speaker),
-                                           command_payload(eff, cid, time.time()), qos=1)
+                    body = command_payload(eff, cid, time.time(), site=site, signer=self.signer)
+                    self.publisher.publish(topics.speaker_command(site, eff.speaker), body, qos=1)
                 if m is not None:
                     if started is not None:
                         m.intake_to_command.observe(time.perf_counter() - started)
@@ -152,11 +154,12 @@ class Central:
                 self._log_effect(eff.incident, "notification",
                                  {"notifier": eff.notifier, "idempotency_key": key})
 
-    def _send_http(self, speaker: HttpSpeaker, cmd: SpeakerCommand, cid: str) -> None:
+    def _send_http(self, speaker: HttpSpeaker, cmd: SpeakerCommand, cid: str,
+                   site: str) -> None:
         """POST to an IP speaker off the worker thread (it retries with backoff); the
         outcome goes to the incident's log, a failure also to the warning log."""
         try:
-            ok = speaker.send(cmd, cid)
+            ok = speaker.send(cmd, cid, site)
         except Exception:
             log.exception("http speaker send crashed", extra={"speaker": speaker.speaker_id})
             ok = False

@@ -1,13 +1,15 @@
 """The central's side of the loudspeakers: the command it sends, by MQTT or by HTTP POST.
 
 ``command_payload`` turns a plan's ``SpeakerCommand`` into the wire's command message
-(``wire.messages.CommandMessage``); the central publishes it on the speaker's command topic,
-or, for IP speakers that take commands over HTTP instead of running the speaker agent,
-``HttpSpeaker`` POSTs the same JSON.
+(``wire.messages.CommandMessage``), addressed to its site and speaker and signed with the
+central's command-signing key (``wire.signing``) when it has one; the central publishes it on
+the speaker's command topic, or, for IP speakers that take commands over HTTP instead of
+running the speaker agent, ``HttpSpeaker`` POSTs the same JSON.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import urllib.error
@@ -15,16 +17,24 @@ import urllib.request
 
 from central.plans import SpeakerCommand
 from wire.messages import CommandMessage
+from wire.signing import CommandSigner
 
 log = logging.getLogger(__name__)
 
 
-def command_payload(cmd: SpeakerCommand, command_id: str, sent_at: float) -> bytes:
-    """The JSON command for ``cmd``; ``ValueError`` (pydantic's) if it breaks the wire rules."""
+def command_payload(cmd: SpeakerCommand, command_id: str, sent_at: float, *,
+                    site: str | None = None, signer: CommandSigner | None = None) -> bytes:
+    """The JSON command for ``cmd``, addressed to ``site`` and ``cmd.speaker`` when ``site``
+    is given and signed by ``signer`` when given; ``ValueError`` (pydantic's) if it breaks
+    the wire rules."""
     s = cmd.speech
-    return CommandMessage(command_id=command_id, incident=cmd.incident, text=s.text,
-                          clip=s.clip, voice=s.voice, priority=s.priority, repeat=s.repeat,
-                          sent_at=float(sent_at)).to_bytes()
+    msg = CommandMessage(command_id=command_id, incident=cmd.incident, text=s.text,
+                         clip=s.clip, voice=s.voice, priority=s.priority, repeat=s.repeat,
+                         sent_at=float(sent_at), site=site,
+                         speaker=cmd.speaker if site is not None else None)
+    if signer is None:
+        return msg.to_bytes()
+    return json.dumps(signer.sign(msg.fields()), ensure_ascii=False).encode("utf-8")
 
 
 class HttpSpeaker:
@@ -34,18 +44,21 @@ class HttpSpeaker:
     network errors, timeouts, HTTP 5xx, 408 and 429; any other 4xx is final. Success is a
     2xx answer. It returns False instead of raising on network errors; the same
     ``command_id`` is sent on every try so the speaker can deduplicate. With ``token`` the
-    request carries ``Authorization: Bearer <token>``.
+    request carries ``Authorization: Bearer <token>``; with ``signer`` the body is signed as
+    MQTT commands are (the same JSON).
     """
 
     def __init__(self, speaker_id: str, url: str, *, timeout_s: float = 3.0,
-                 token: str | None = None, retries: int = 3, backoff_s: float = 0.2):
+                 token: str | None = None, retries: int = 3, backoff_s: float = 0.2,
+                 signer: CommandSigner | None = None):
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"speaker {speaker_id}: url must be http(s), got {url!r}")
         self.speaker_id, self.url, self.timeout_s = speaker_id, url, timeout_s
         self.token, self.retries, self.backoff_s = token, retries, backoff_s
+        self.signer = signer
 
-    def send(self, cmd: SpeakerCommand, command_id: str) -> bool:
-        body = command_payload(cmd, command_id, time.time())
+    def send(self, cmd: SpeakerCommand, command_id: str, site: str | None = None) -> bool:
+        body = command_payload(cmd, command_id, time.time(), site=site, signer=self.signer)
         headers = {"Content-Type": "application/json; charset=utf-8"}
         if self.token is not None:
             headers["Authorization"] = f"Bearer {self.token}"

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-from cli import central, demo, edge, onvif, sim, speaker
+from cli import central, demo, edge, onvif, pki, sim, speaker
 from common.yamlconfig import ConfigError
 from edge.detection.base import DetectorError
 from edge.sources.file import SourceError
@@ -38,13 +38,14 @@ def _parser() -> argparse.ArgumentParser:
         "speaker", help="loudspeaker agent: speak the central's MQTT commands (espeak-ng)"))
     onvif.add_parser(sub)
     sim.add_parser(sub)
+    pki.add_parser(sub)
     return p
 
 
 COMMANDS: dict[str, Command] = {
     "replay": edge.cmd_replay, "run": edge.cmd_run, "config": edge.cmd_config_check,
     "models": edge.cmd_models, "central": central.run, "demo": demo.run,
-    "speaker": speaker.run, "onvif": onvif.run, "sim": sim.run,
+    "speaker": speaker.run, "onvif": onvif.run, "sim": sim.run, "pki": pki.run,
 }
 
 

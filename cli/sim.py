@@ -11,6 +11,7 @@ radar, cannot reach the broker).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 import sys
@@ -20,13 +21,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from cli.mqttopts import add_identity_options, broker_from_args, wants_tls
 from common.yamlconfig import ConfigError
-from edge.config import load_config
+from edge.config import load_config, mqtt_broker
 from edge.radar.ground import load_ground
 from sim.onvif import Device, DeviceSpec, Profile
 from sim.radar import GT_FPS, SimOptions, publish, read_world_tracks, stream
 from sim.rtsp import APT_PACKAGES, SYSTEM_PYTHON, RtspServer, RtspServerError, gst_rtsp_available
-from wire.client import Broker, disconnect, make_client
+from wire.client import disconnect, make_client
 
 if TYPE_CHECKING:
     SubCommands = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -64,6 +66,7 @@ def add_parser(sub: SubCommands) -> None:
     r.add_argument("--id-offset", type=int, default=100, help="radar track id = gt id + this")
     r.add_argument("--latlon", action="store_true", help="send lat/lon (needs site.origin)")
     r.add_argument("--qos", type=int, choices=(0, 1), default=0, help="MQTT QoS")
+    add_identity_options(r)  # default: the config's mqtt section (user, password, TLS)
     r = ssub.add_parser("rtsp", help="serve a video file as a live RTSP camera (GStreamer)")
     r.add_argument("--video", required=True, type=Path, help="video file, served in a loop")
     r.add_argument("--port", type=int, default=8554, help="RTSP port")
@@ -271,8 +274,15 @@ def run_radar(args: argparse.Namespace) -> int:
         frames = read_world_tracks(gt)
     except (OSError, ValueError) as exc:
         raise ConfigError([f"--gt {gt}: {exc}"]) from exc
-    host, port = args.mqtt or (cfg.mqtt.host, cfg.mqtt.port)
-    broker = Broker(host, port, cfg.mqtt.username, cfg.mqtt.password)
+    broker = mqtt_broker(loaded)
+    if args.mqtt_user or wants_tls(args):
+        try:
+            broker = broker_from_args(args, broker.host, broker.port)
+        except ValueError as err:
+            raise ConfigError([str(err)]) from None
+    if args.mqtt:
+        broker = dataclasses.replace(broker, host=args.mqtt[0], port=args.mqtt[1])
+    host, port = broker.host, broker.port
     radar = ground.radars[rid]
     client = make_client(broker, f"perimeter-sim-radar-{rid}", persistent=False,
                          logger="sim.radar.paho")

@@ -47,9 +47,19 @@ def _resolve(loaded: Any, value: str) -> Path:
     return p.resolve()
 
 
-def prepare_edge(config: Path, workdir: Path, mqtt_port: int) -> EdgePlan:
+def read_edge(config: Path) -> tuple[str, str]:
+    """(site id, edge id) of an edge config (ConfigError as ``perimeter replay`` raises)."""
+    from edge.config import load_config
+
+    cfg = load_config(config).config
+    return cfg.site.id, cfg.edge.id
+
+
+def prepare_edge(config: Path, workdir: Path, mqtt_port: int,
+                 identity: dict[str, object] | None = None) -> EdgePlan:
     """Check the edge config, footage and model files; write a copy publishing to the demo
-    broker (paths made absolute). ConfigError / ModelError as ``perimeter replay`` raises."""
+    broker (paths made absolute) as ``identity`` (the ``mqtt`` keys of the edge's user,
+    password file and TLS files). ConfigError / ModelError as ``perimeter replay`` raises."""
     from edge.config import load_config
     from edge.detection.factory import model_entry
     from models.registry import resolve_model
@@ -62,7 +72,8 @@ def prepare_edge(config: Path, workdir: Path, mqtt_port: int) -> EdgePlan:
         raise DemoError(f"footage {video} not found (camera {cam.id} of {config}); the "
                         "footage lives in ../shared/data (see its README)")
     raw = yaml.safe_load(config.read_text(encoding="utf-8"))
-    raw["mqtt"] = {**(raw.get("mqtt") or {}), "enabled": True, "host": HOST, "port": mqtt_port}
+    raw["mqtt"] = {**(raw.get("mqtt") or {}), "enabled": True, "host": HOST, "port": mqtt_port,
+                   **(identity or {})}
     for c in raw["cameras"]:
         c["source"] = str(_resolve(loaded, c["source"]))
     det = raw.get("detector") or {}
@@ -76,9 +87,10 @@ def prepare_edge(config: Path, workdir: Path, mqtt_port: int) -> EdgePlan:
     return EdgePlan(copy, cam.id, cfg.site.id, cfg.edge.id, video)
 
 
-def wait_edge_online(edge: Child, site: str, edge_id: str, port: int, stop: threading.Event,
-                     timeout_s: float = EDGE_START_TIMEOUT_S) -> None:
-    """Until the edge's retained status says online (its sink connected), or it died."""
+def wait_edge_online(edge: Child, site: str, edge_id: str, broker: Broker,
+                     stop: threading.Event, timeout_s: float = EDGE_START_TIMEOUT_S) -> None:
+    """Until the edge's retained status says online (its sink connected), or it died;
+    ``broker``: as whom to watch (the central's identity may read edge status)."""
     online = threading.Event()
     topic = topics.edge_status(site, edge_id)
 
@@ -90,7 +102,6 @@ def wait_edge_online(edge: Child, site: str, edge_id: str, port: int, stop: thre
         if messages.status_state(msg.payload) == messages.ONLINE:
             online.set()
 
-    broker = Broker(HOST, port)
     client = make_client(broker, f"perimeter-demo-watch-{os.getpid()}", persistent=False,
                          logger=f"{__name__}.paho")
     client.on_connect = on_connect

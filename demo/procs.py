@@ -134,8 +134,10 @@ class Child:
                 self.proc.wait(timeout_s)
 
 
-def start_broker(choice: str, workdir: Path, port: int) -> tuple[Child, str]:
-    """A private MQTT broker on loopback ``port``: (process, description)."""
+def start_broker(choice: str, workdir: Path, port: int,
+                 secure: list[str] | None = None) -> tuple[Child, str]:
+    """A private MQTT broker on loopback ``port``: (process, description). ``secure``: the
+    TLS, password and ACL lines of the run's identity (mosquitto only)."""
     mosquitto = find_program("mosquitto")
     if choice == "mosquitto" or (choice == "auto" and mosquitto):
         if not mosquitto:
@@ -143,11 +145,14 @@ def start_broker(choice: str, workdir: Path, port: int) -> tuple[Child, str]:
                             "(Debian: apt-get install mosquitto; or use --broker amqtt)")
         conf = workdir / "mosquitto.conf"
         # As root, mosquitto would switch to the user 'mosquitto': name the one running us.
-        conf.write_text(f"listener {port} {HOST}\nallow_anonymous true\npersistence false\n"
-                        "max_queued_messages 1000000\nmax_inflight_messages 1000\n"
-                        f"user {pwd.getpwuid(os.geteuid()).pw_name}\n", encoding="utf-8")
+        access = secure if secure is not None else ["allow_anonymous true"]
+        conf.write_text("\n".join([
+            "per_listener_settings false", f"listener {port} {HOST}", *access,
+            "persistence false", "max_queued_messages 1000000", "max_inflight_messages 1000",
+            f"user {pwd.getpwuid(os.geteuid()).pw_name}"]) + "\n", encoding="utf-8")
         child = Child("mosquitto", [mosquitto, "-c", str(conf)], workdir / "mosquitto.log")
-        desc = f"mosquitto ({mosquitto})"
+        desc = f"mosquitto ({mosquitto}" + (", TLS, client certificates, ACL)"
+                                            if secure is not None else ")")
     else:
         if importlib.util.find_spec("amqtt") is None:
             raise DemoError("no MQTT broker: install mosquitto (Debian: apt-get install "

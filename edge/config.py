@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from common.yamlconfig import ConfigError, Loaded, Strict, load_yaml_model
+from wire.client import Broker, Tls, read_secret
 from zones.config import CalibrationConfig, ZoneConfig
 from zones.profiles import Period
 from zones.radar_config import FusionConfig, GroundZoneConfig, RadarConfig, SiteOrigin
@@ -77,15 +78,41 @@ class TrackerConfig(Strict):
     min_iou: float = Field(0.1, gt=0, lt=1, description="association IoU")
 
 
+class MqttTlsConfig(Strict):
+    """TLS to the broker: its certificate is checked (and its host name); paths are relative
+    to the config file (``perimeter pki issue`` writes them for each edge box)."""
+
+    ca_file: str | None = Field(None, description="CA certificate that signed the broker's "
+                                                  "(none: the system's trust store)")
+    cert_file: str | None = Field(None, description="this edge box's certificate")
+    key_file: str | None = Field(None, description="this edge box's private key")
+
+
 class MqttConfig(Strict):
     enabled: bool = False
     host: str = "127.0.0.1"
-    port: int = Field(1883, ge=1, le=65535)
-    username: str | None = None
-    password: str | None = None
+    port: int = Field(1883, ge=1, le=65535, description="1883; 8883 is the usual TLS port")
+    username: str | None = Field(None, description="this edge box's MQTT user")
+    password: str | None = Field(None, description="prefer password_file or password_env: a "
+                                                   "config is often copied around")
+    password_file: str | None = Field(None, description="file whose first line is the "
+                                                        "password (relative to the config)")
+    password_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                     description="environment variable holding the password")
+    tls: MqttTlsConfig | None = Field(None, description="TLS to the broker (see README: "
+                                                        "Securing a site)")
     outbox: str | None = Field(None, description="SQLite outbox file (relative to the config "
                                                  "file): alarms survive restarts and power loss")
     outbox_max_entries: int = Field(1_000_000, ge=1)
+
+    @model_validator(mode="after")
+    def _one_password(self) -> MqttConfig:
+        given = [k for k in ("password", "password_file", "password_env") if getattr(self, k)]
+        if len(given) > 1:
+            raise ValueError(f"give one of password, password_file, password_env, not {given}")
+        if given and not self.username:
+            raise ValueError(f"{given[0]} needs username")
+        return self
 
 
 class ReconnectConfig(Strict):
@@ -184,6 +211,26 @@ LoadedConfig = Loaded[PerimeterConfig]
 def load_config(path: Path) -> LoadedConfig:
     """The edge worker's config; raises ConfigError (``file:line: field: message`` each)."""
     return load_yaml_model(path, PerimeterConfig)
+
+
+def mqtt_broker(loaded: LoadedConfig) -> Broker:
+    """The broker of the config's ``mqtt`` section: address, credentials and TLS, paths
+    resolved beside the config; ConfigError naming the field when a file cannot be read."""
+    m = loaded.config.mqtt
+    try:
+        password = m.password or read_secret(
+            loaded.resolve_path(m.password_file) if m.password_file else None, m.password_env)
+    except ValueError as err:
+        raise ConfigError([f"{loaded.where(('mqtt', 'password_file'))}: {err}"]) from None
+    tls = None
+    if m.tls is not None:
+        paths = {k: str(loaded.resolve_path(v)) if v else None
+                 for k, v in m.tls.model_dump().items()}
+        try:
+            tls = Tls(**paths)
+        except ValueError as err:
+            raise ConfigError([f"{loaded.where(('mqtt', 'tls'))}: {err}"]) from None
+    return Broker(m.host, m.port, m.username, password, tls)
 
 
 def video_path(loaded: LoadedConfig, index: int) -> Path:

@@ -5,6 +5,7 @@ contract with the central (``wire.topics``, ``wire.messages``). Its modules:
 
 * ``speaker.audio``: PCM clips and espeak-ng rendering;
 * ``speaker.play``: one command played (clip or text, file or sound device);
+* ``speaker.trust``: which commands may play at all (signature, target, replay window);
 * ``speaker.agent`` (this module): ``SpeakerAgent``, MQTT and the playing rules;
 * ``cli.speaker``: ``perimeter speaker``.
 
@@ -13,16 +14,15 @@ waiting) interrupts it: playback stops and the interrupted one is reported ``ski
 ``preempted`` (as is a lower one still waiting). While a command plays, and for
 ``cooldown_s`` after the last one finished, commands of the same or lower priority are
 dropped as ``skipped`` ``cooldown``, so a crowd that keeps re-alarming does not make the
-speaker shout every second. Commands older than ``max_age_s`` (by ``sent_at``, e.g. queued
-by the broker while the speaker was offline) are ``skipped`` ``stale``.
+speaker shout every second. Before these rules, ``speaker.trust`` refuses what the central
+did not send: retained, unsigned or forged commands (given the central's public key), and
+``sent_at`` outside the replay window (``skipped`` ``stale`` or ``future``).
 """
 
 from __future__ import annotations
 
-import collections
 import heapq
 import itertools
-import json
 import logging
 import tempfile
 import threading
@@ -34,13 +34,14 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from pydantic import ValidationError
 
 from speaker.audio import BAD_VOICES, DEFAULT_VOICE, SpeakerError, find_aplay, find_espeak
 from speaker.play import Job, Player
+from speaker.trust import CommandGate
 from wire import messages, topics
 from wire.client import Broker, Will, connect, disconnect, make_client, unreachable_reason
-from wire.messages import CommandMessage, State, StatusMessage, describe
+from wire.messages import CommandMessage, State, StatusMessage
+from wire.signing import CommandVerifier
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,9 @@ class SpeakerAgent:
     ``start()`` checks the programs, connects (persistent session, client id
     ``perimeter-speaker-{site}-{speaker_id}``) and returns once the command topic is
     subscribed; ``close()`` stops playback and announces ``offline``. ``on_status`` (if given)
-    is called with every status report, from the agent's threads.
+    is called with every status report, from the agent's threads. ``broker`` (host, port,
+    credentials, TLS) replaces ``host`` and ``port``; ``verifier`` holds the central's public
+    key: without it the agent also plays unsigned commands (and says so at start).
     """
 
     def __init__(self, speaker_id: str, host: str = "127.0.0.1", port: int = 1883, *,
@@ -58,15 +61,19 @@ class SpeakerAgent:
                  cooldown_s: float = 10.0, clips_dir: Path | None = None,
                  max_age_s: float | None = 60.0, queue_size: int = 8,
                  connect_timeout_s: float = 10.0,
-                 on_status: Callable[[StatusMessage], None] | None = None):
+                 on_status: Callable[[StatusMessage], None] | None = None,
+                 broker: Broker | None = None, verifier: CommandVerifier | None = None,
+                 max_ahead_s: float = 10.0):
         if out_dir is None and not device:
             raise ValueError("a speaker needs an output: out_dir, device, or both")
         if cooldown_s < 0:
             raise ValueError(f"cooldown_s must be >= 0, got {cooldown_s}")
         self.speaker_id = topics.segment("speaker_id", speaker_id)
         self.site = topics.segment("site", site)
-        self.host, self.port = host, port
-        self.broker = Broker(host, port)
+        self.broker = broker if broker is not None else Broker(host, port)
+        self.host, self.port = self.broker.host, self.broker.port
+        self.gate = CommandGate(self.site, self.speaker_id, verifier=verifier,
+                                max_age_s=max_age_s, max_ahead_s=max_ahead_s)
         self.out_dir, self.device, self.clips_dir = out_dir, device, clips_dir
         self.cooldown_s, self.max_age_s = cooldown_s, max_age_s
         self.queue_size = max(1, queue_size)
@@ -84,7 +91,6 @@ class SpeakerAgent:
         self._last_priority = -1
         self._closing = False
         self._arrivals = itertools.count()
-        self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._connected = threading.Event()
         self._subscribed = threading.Event()
         self._refused: str | None = None
@@ -139,6 +145,13 @@ class SpeakerAgent:
                 raise ConnectionError(f"MQTT broker {self.host}:{self.port} {self._why()}")
         log.info("speaker ready", extra={"speaker": self.speaker_id, "site": self.site,
                                          "topic": self.command_topic})
+        if self.gate.verifier is None:
+            log.warning("speaker: no command-signing key; commands are not authenticated",
+                        extra={"speaker": self.speaker_id, "site": self.site})
+
+    def alive(self) -> bool:
+        """The playing thread runs (what feeds systemd's watchdog)."""
+        return self._worker is not None and self._worker.is_alive()
 
     def _why(self) -> str:
         return unreachable_reason(self.broker, self._refused, self.connect_timeout_s)
@@ -210,35 +223,25 @@ class SpeakerAgent:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:
-            self.handle_payload(msg.payload)
+            self.handle_payload(msg.payload, retained=bool(msg.retain))
         except Exception:  # never let a bad command stop paho's thread
             log.exception("speaker: command handling failed")
 
     # -- commands ------------------------------------------------------------------------------
 
-    def handle_payload(self, payload: bytes | bytearray) -> None:
-        """Validate one command and queue it or report why not (what the MQTT thread does)."""
-        try:
-            data = json.loads(payload)
-        except (ValueError, UnicodeDecodeError) as err:
-            self._report(None, "failed", f"invalid command: not JSON ({err})")
+    @property
+    def rejected(self) -> dict[str, int]:
+        """Commands refused as not the central's, by reason (``speaker.trust``)."""
+        return dict(self.gate.rejected)
+
+    def handle_payload(self, payload: bytes | bytearray, *, retained: bool = False) -> None:
+        """Check one command and queue it or report why not (what the MQTT thread does)."""
+        verdict = self.gate.check(payload, retained=retained)
+        cmd = verdict.cmd
+        if cmd is None:
+            if verdict.state is not None:
+                self._report(verdict.command_id, verdict.state, verdict.reason)
             return
-        raw_id = data.get("command_id") if isinstance(data, dict) else None
-        echo_id = raw_id if isinstance(raw_id, str) else None
-        if not isinstance(data, dict):
-            self._report(None, "failed", "invalid command: not a JSON object")
-            return
-        try:
-            cmd = CommandMessage.model_validate(data)
-        except ValidationError as err:
-            self._report(echo_id, "failed", describe(err))
-            return
-        if cmd.command_id in self._seen:
-            log.info("speaker: duplicate command ignored", extra={"command_id": cmd.command_id})
-            return
-        self._seen[cmd.command_id] = None
-        while len(self._seen) > 1000:
-            self._seen.popitem(last=False)
         voice, _, variant = cmd.voice.lower().partition("+")
         if voice not in self._voices or (variant and variant not in self._variants):
             self._report(cmd.command_id, "failed",
@@ -247,9 +250,6 @@ class SpeakerAgent:
         if voice in BAD_VOICES:
             log.warning("speaker: this voice reads Chinese as English words, use "
                         f"{DEFAULT_VOICE}", extra={"voice": cmd.voice})
-        if self.max_age_s is not None and time.time() - cmd.sent_at > self.max_age_s:
-            self._report(cmd.command_id, "skipped", "stale")
-            return
         self._admit(cmd)
 
     def _admit(self, cmd: CommandMessage) -> None:

@@ -2,8 +2,15 @@
 
 Every publisher and subscriber of the system (edge alarm uplink, radar intake, central
 intake and command publisher, notifier bridge, speaker agent, simulators, demo) gets its
-client from ``make_client``, so credentials, the last will, reconnect backoff and logging
-are decided once; securing the link (TLS, per-device identity) changes this module only.
+client from ``make_client``, so credentials, TLS, the last will, reconnect backoff and
+logging are decided once.
+
+Identity on the wire: a ``Broker`` names where to connect and as whom (username and
+password, optionally a client certificate) and, with ``tls``, how the broker's certificate is
+checked (the site's CA file, or the system's trust store; the host name is always checked).
+Passwords come from a file or an environment variable (``read_secret``), never from a command
+line, so ``ps`` does not show them. ``perimeter pki`` (``wire.pki``) issues the certificates,
+the passwords and the broker's ACL entries.
 
 Clients never drop a QoS 1 message while disconnected: paho queues them in memory
 (``max_queued_messages`` 0 means unbounded) and sends them after the reconnect.
@@ -12,37 +19,98 @@ Clients never drop a QoS 1 message while disconnected: paho queues them in memor
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import ssl
 from dataclasses import dataclass
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 KEEPALIVE_S = 30
+PLAIN_PORT, TLS_PORT = 1883, 8883
+PASSWORD_ENV = "PERIMETER_MQTT_PASSWORD"
+
+
+@dataclass(frozen=True)
+class Tls:
+    """How a client checks the broker and proves itself: TLS 1.2 or newer, the broker's
+    certificate verified against ``ca_file`` (None: the system's trust store) and its host
+    name checked; ``cert_file`` and ``key_file`` are this device's own certificate."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("a client certificate needs both cert_file and key_file")
+        for name in ("ca_file", "cert_file", "key_file"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"TLS {name} {path} is not a readable file")
+
+    def context(self) -> ssl.SSLContext:
+        """The client side's SSL context (``ssl.SSLError`` on a bad certificate or key)."""
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.ca_file)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.cert_file is not None:
+            ctx.load_cert_chain(self.cert_file, self.key_file)
+        return ctx
 
 
 @dataclass(frozen=True)
 class Broker:
-    """Where a client connects, and as whom."""
+    """Where a client connects, and as whom (``repr`` never shows the password)."""
 
     host: str = "127.0.0.1"
-    port: int = 1883
+    port: int = PLAIN_PORT
     username: str | None = None
     password: str | None = None
+    tls: Tls | None = None
 
     @classmethod
-    def parse(cls, address: str, **kw: str | None) -> Broker:
-        """``host:port`` (a bare host means port 1883); ``ValueError`` on a bad port."""
+    def parse(cls, address: str, **kw: object) -> Broker:
+        """``host:port`` (a bare host means port 1883, or 8883 with ``tls``); ``ValueError``
+        on a bad port. ``kw``: the other fields."""
+        default = TLS_PORT if kw.get("tls") is not None else PLAIN_PORT
         host, sep, port = address.rpartition(":")
         if not sep:
-            return cls(address or "127.0.0.1", 1883, **kw)
+            return cls(address or "127.0.0.1", default, **kw)  # type: ignore[arg-type]
         if not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"bad MQTT broker address {address!r}: want host:port")
-        return cls(host or "127.0.0.1", int(port), **kw)
+        return cls(host or "127.0.0.1", int(port), **kw)  # type: ignore[arg-type]
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """``mqtts://user@host:port`` or ``mqtt://host:port``: for logs (no password)."""
+        who = f"{self.username}@" if self.username else ""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{who}{self.host}:{self.port}"
+
+    def __repr__(self) -> str:
+        return f"Broker({self.url})"
+
+
+def read_secret(file: str | Path | None = None, env: str | None = None) -> str | None:
+    """A password from ``file`` (its first line) or else the environment variable ``env``;
+    None when neither gives one. ``ValueError`` when the file cannot be read."""
+    if file is not None:
+        try:
+            text = Path(file).read_text(encoding="utf-8")
+        except OSError as err:
+            raise ValueError(f"cannot read the password file {file}: {err.strerror}") from None
+        first = text.splitlines()[0] if text else ""
+        if not first:
+            raise ValueError(f"the password file {file} is empty")
+        return first
+    if env:
+        return os.environ.get(env) or None
+    return None
 
 
 @dataclass(frozen=True)
@@ -90,6 +158,8 @@ def make_client(broker: Broker, client_id: str, *, persistent: bool, logger: str
                          reconnect_on_failure=True, manual_ack=manual_ack)
     if broker.username is not None:
         client.username_pw_set(broker.username, broker.password)
+    if broker.tls is not None:
+        client.tls_set_context(broker.tls.context())
     client.max_queued_messages_set(0)  # unbounded: never refuse a QoS 1 message
     client.reconnect_delay_set(1, reconnect_max_s)
     client.connect_timeout = connect_timeout_s
@@ -118,13 +188,26 @@ def disconnect(client: mqtt.Client) -> None:
 
 
 def unreachable_reason(broker: Broker, refused: str | None, waited_s: float) -> str:
-    """Why a client did not connect, in words: the broker's refusal, or one TCP probe (paho
-    does not report why its attempts failed)."""
+    """Why a client did not connect, in words: the broker's refusal, or one TCP (and TLS)
+    probe (paho does not report why its attempts failed: a certificate the broker refused, or
+    one of the broker's that this client does not trust, shows here)."""
     if refused is not None:
         return f"refused the connection: {refused}"
     why = f"not connected within {waited_s:g}s"
     try:
-        socket.create_connection((broker.host, broker.port), timeout=1.0).close()
+        sock = socket.create_connection((broker.host, broker.port), timeout=1.0)
+    except OSError as err:
+        return f"{why} ({err})"
+    try:
+        if broker.tls is not None:
+            with broker.tls.context().wrap_socket(sock, server_hostname=broker.host) as tls:
+                tls.recv(1)  # TLS 1.3 reports a refused client certificate only on a read
+    except TimeoutError:
+        pass  # the handshake held and the broker waits for a CONNECT: nothing to add
+    except ssl.SSLError as err:
+        why += f" (TLS: {err.reason or err})"
     except OSError as err:
         why += f" ({err})"
+    finally:
+        sock.close()
     return why

@@ -39,6 +39,11 @@ installed, because espeak-ng would silently fall back to another one. ``priority
 ``repeat`` 1-10, ``sent_at`` epoch seconds. Unknown keys are ignored. IP speakers that take
 HTTP get the same JSON by POST.
 
+Signed commands (``wire.signing``): the central adds ``"site"`` and ``"speaker"`` (the
+command's target) and ``"sig"``, an Ed25519 signature of the rest; an agent given the
+central's public key plays only commands signed by it, addressed to itself, never retained,
+and with ``sent_at`` inside its replay window (stale or future ones are refused).
+
 Speaker status (``topics.speaker_status``, QoS 1, not retained): ``StatusMessage``::
 
     {"command_id": "c-7f3a", "speaker": "spk-1", "state": "done", "reason": null,
@@ -60,7 +65,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import PurePosixPath
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -107,6 +112,8 @@ class CommandMessage(BaseModel):
     priority: int = Field(ge=0, le=9)
     repeat: int = Field(ge=1, le=10)
     sent_at: float
+    site: str | None = None  # the target, signed with the rest (``wire.signing``)
+    speaker: str | None = None
 
     @model_validator(mode="after")
     def _check(self) -> CommandMessage:
@@ -121,7 +128,15 @@ class CommandMessage(BaseModel):
         return self
 
     def to_bytes(self) -> bytes:
-        return json.dumps(self.model_dump(), ensure_ascii=False).encode("utf-8")
+        return json.dumps(self.fields(), ensure_ascii=False).encode("utf-8")
+
+    def fields(self) -> dict[str, Any]:
+        """The JSON object (``site`` and ``speaker`` left out when unset)."""
+        data = self.model_dump()
+        for k in ("site", "speaker"):
+            if data[k] is None:
+                del data[k]
+        return data
 
 
 class StatusMessage(BaseModel):

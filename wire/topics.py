@@ -1,7 +1,10 @@
 """Every MQTT topic of the system, built and parsed here and nowhere else.
 
 ``PREFIX`` versions the whole tree (``perimeter/v1``); a change that breaks subscribers gets
-a new prefix, and both are accepted while devices are upgraded. MQTT 3.1.1 topic rules: a
+a new prefix, and both are accepted while devices are upgraded. The alarm topic is at
+``perimeter/v2`` (``PREFIX_V2``): it names the edge box that raised the alarm, so the broker's
+ACL can let each edge publish only under its own site and edge id (``grants``); the central
+subscribes to both versions (``alarm_filter``) while edges are upgraded. MQTT 3.1.1 topic rules: a
 segment must be non-empty and free of ``+``, ``#``, ``/`` and NUL. Ids that come from a
 config checked by a pattern (site, edge, speaker, radar) are refused with ``ValueError`` when
 they break that rule; ids read at run time from alarms (camera, zone) are made safe instead
@@ -12,7 +15,8 @@ The tree (``{s}`` site, QoS 1 everywhere; see ``wire.messages`` for the payloads
 ==========================================================  =========  ====================
 topic                                                       retained   from -> to
 ==========================================================  =========  ====================
-``{prefix}/{s}/alarm/{camera}/{zone}/{kind}``               no         edge -> central
+``perimeter/v2/{s}/alarm/{edge}/{camera}/{zone}/{kind}``    no         edge -> central
+``{prefix}/{s}/alarm/{camera}/{zone}/{kind}`` (old edges)   no         edge -> central
 ``{prefix}/{s}/edge/{edge}/status``                         yes, will  edge -> anyone
 ``{prefix}/{s}/edge/{edge}/camera/{camera}/status``         yes        edge -> anyone
 ``{prefix}/{s}/radar/{radar}/tracks``                       no         radar -> edge
@@ -27,6 +31,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 PREFIX = "perimeter/v1"
+PREFIX_V2 = "perimeter/v2"
+_VERSIONS = "perimeter/+"  # matches both prefixes in a subscription
 _FORBIDDEN = ("+", "#", "/", "\x00")
 
 
@@ -52,36 +58,46 @@ def _site(site: str | None) -> str:
 # -- alarms ------------------------------------------------------------------------------------
 
 
-def alarm(site: str, camera: str, zone: str, kind: str) -> str:
-    """Where an edge publishes one alarm event."""
-    return f"{PREFIX}/{segment('site', site)}/alarm/{sanitize(camera)}/{sanitize(zone)}/{kind}"
+def alarm(site: str, camera: str, zone: str, kind: str, *, edge: str | None = None) -> str:
+    """Where an edge publishes one alarm event: with ``edge`` (every edge of this version)
+    ``perimeter/v2/{site}/alarm/{edge}/...``, which the broker's ACL ties to the edge's own
+    identity; without, the v1 topic of edges not yet upgraded."""
+    tail = f"{sanitize(camera)}/{sanitize(zone)}/{kind}"
+    if edge is None:
+        return f"{PREFIX}/{segment('site', site)}/alarm/{tail}"
+    return f"{PREFIX_V2}/{segment('site', site)}/alarm/{segment('edge_id', edge)}/{tail}"
 
 
 def alarm_filter(site: str | None = None, share_group: str | None = None) -> str:
-    """Subscription to every alarm (of one site or all), optionally as a shared
+    """Subscription to every alarm, v1 and v2 (of one site or all), optionally as a shared
     subscription (``$share/{group}/...``: each message reaches one member of the group)."""
-    flt = f"{PREFIX}/{_site(site)}/alarm/#"
+    flt = f"{_VERSIONS}/{_site(site)}/alarm/#"
     return f"$share/{segment('share group', share_group)}/{flt}" if share_group else flt
 
 
 @dataclass(frozen=True)
 class AlarmTopic:
-    """The parts of an alarm topic."""
+    """The parts of an alarm topic; ``edge`` is None on a v1 topic (it has none)."""
 
     site: str
     camera: str
     zone: str
     kind: str
+    edge: str | None = None
 
 
 def parse_alarm(topic: str) -> AlarmTopic | None:
-    """The parts of ``{prefix}/{site}/alarm/{camera}/{zone}/{kind}``; None if not that shape."""
-    if not topic.startswith(PREFIX + "/"):
-        return None
-    parts = topic[len(PREFIX) + 1:].split("/")
-    if len(parts) != 5 or parts[1] != "alarm" or not all(parts):
-        return None
-    return AlarmTopic(parts[0], parts[2], parts[3], parts[4])
+    """The parts of ``perimeter/v2/{site}/alarm/{edge}/{camera}/{zone}/{kind}`` or of
+    ``perimeter/v1/{site}/alarm/{camera}/{zone}/{kind}``; None if neither shape."""
+    for prefix, n in ((PREFIX_V2, 6), (PREFIX, 5)):
+        if topic.startswith(prefix + "/"):
+            parts = topic[len(prefix) + 1:].split("/")
+            if len(parts) != n or parts[1] != "alarm" or not all(parts):
+                return None
+            if n == 6:
+                return AlarmTopic(parts[0], parts[3], parts[4], parts[5], edge=parts[2])
+            return AlarmTopic(parts[0], parts[2], parts[3], parts[4])
+    return None
 
 
 # -- edge boxes and their cameras --------------------------------------------------------------
@@ -130,3 +146,43 @@ def speaker_availability(site: str, speaker: str) -> str:
 def speaker_status_filter(site: str | None = None) -> str:
     """Subscription to every speaker's playback reports (of one site, or of all sites)."""
     return f"{PREFIX}/{_site(site)}/speaker/+/status"
+
+
+# -- who may do what: the broker's ACL ---------------------------------------------------------
+
+ROLES = ("edge", "speaker", "central", "radar", "broker")
+Grant = tuple[str, str]  # (``read`` | ``write`` | ``readwrite``, topic filter)
+
+
+def grants(role: str, site: str | None, name: str) -> list[Grant]:
+    """The topics a device of ``role`` called ``name`` may use, as Mosquitto ACL entries.
+
+    An edge publishes alarms only under its own site and edge id (v2 topic) and its own
+    status; a speaker reads only its own commands and writes its own reports; a radar writes
+    its own tracks; only the central reads every alarm and commands speakers. The broker's
+    own certificate gets no grants. ``site`` is required for every role but the central's.
+    An MQTT bridge notifier publishes on a topic of the site's choosing: add a ``write``
+    line for it under the central's user.
+    """
+    if role == "central":
+        return [("read", alarm_filter()),
+                ("write", f"{PREFIX}/+/speaker/+/command"),
+                ("read", speaker_status_filter()),
+                ("read", f"{PREFIX}/+/speaker/+/availability"),
+                ("read", f"{PREFIX}/+/edge/#")]
+    if role == "broker":
+        return []
+    if site is None:
+        raise ValueError(f"a {role} belongs to one site: give its site id")
+    if role == "edge":
+        return [("write", alarm(site, "c", "z", "k", edge=name).rsplit("/", 3)[0] + "/#"),
+                ("write", edge_status(site, name).removesuffix("/status") + "/#"),
+                ("read", f"{PREFIX}/{segment('site', site)}/radar/+/tracks")]
+    if role == "speaker":
+        return [("read", speaker_command(site, name)),
+                ("write", speaker_status(site, name)),
+                ("readwrite", speaker_availability(site, name))]
+    if role == "radar":
+        return [("write", radar_tracks(site, name))]
+    raise ValueError(f"unknown role {role!r}: one of {', '.join(ROLES)}")
+

@@ -22,6 +22,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -105,6 +106,7 @@ class MqttIntake:
         """Take what is queued (up to ``batch`` messages), store it, then acknowledge it."""
         while True:
             first = self._queue.get()
+            self.last_turn = time.monotonic()
             items = [first]
             while first is not None and len(items) < self.batch:
                 try:
@@ -141,7 +143,16 @@ class MqttIntake:
                 return True
             if self._stop.wait(delay):
                 return False
+            self.last_turn = time.monotonic()  # retrying is turning, not hanging
             delay = min(delay * 2, 2.0)
+
+    last_turn = 0.0  # time.monotonic() when the writer last took or retried a batch
+
+    def turning(self, within_s: float = 30.0) -> bool:
+        """The writer thread lives and, with messages waiting, took or retried a batch within
+        ``within_s``: what feeds systemd's watchdog (an idle intake is not a hung one)."""
+        return self._writer.is_alive() and (
+            self._queue.empty() or time.monotonic() - self.last_turn < within_s)
 
     def start(self, timeout_s: float = 10.0) -> None:
         self._writer.start()

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from common import sdnotify
 from common.yamlconfig import ConfigError
 from edge.config import LoadedConfig
 from edge.detection.base import NoDetector
@@ -146,6 +147,9 @@ def run_live(loaded: LoadedConfig, opts: RunOptions,
     cams = ", ".join(c.cfg.id for c in worker.cameras)
     print(f"perimeter run: {len(worker.cameras)} camera(s): {cams}; Ctrl-C stops",
           file=sys.stderr)
+    watchdog = sdnotify.Watchdog(worker.turning)  # fed only while the frame loop turns
+    watchdog.start()
+    sdnotify.ready(f"{len(worker.cameras)} camera(s)")
     try:
         while not stop.wait(1.0):
             if not worker.alive:
@@ -153,5 +157,6 @@ def run_live(loaded: LoadedConfig, opts: RunOptions,
                       "service manager restarts the worker", file=sys.stderr)
                 return 1
     finally:
+        watchdog.stop()
         worker.stop()
     return 0

@@ -179,6 +179,13 @@ class LiveWorker:
 
     # -- the inference thread -----------------------------------------------------------------
 
+    last_turn = 0.0  # time.monotonic() of the frame loop's latest turn (0: not yet)
+
+    def turning(self, within_s: float = 10.0) -> bool:
+        """The frame loop turned within ``within_s`` (a hung detector stops it): what feeds
+        systemd's watchdog."""
+        return self.alive and time.monotonic() - self.last_turn < within_s
+
     @property
     def alive(self) -> bool:
         """False once the inference thread has died: nothing is detected any more, so the
@@ -196,6 +203,7 @@ class LiveWorker:
     def _serve(self) -> None:
         next_window = time.monotonic() + WINDOW_S
         while not self._stop.is_set():
+            self.last_turn = time.monotonic()  # the service watchdog's proof of life
             self._wake.wait(0.25)
             self._wake.clear()
             while not self._stop.is_set() and self._serve_one():

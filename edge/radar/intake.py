@@ -33,7 +33,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
-from edge.config import LoadedConfig
+from edge.config import LoadedConfig, mqtt_broker
 from edge.radar.ground import load_ground
 from edge.radar.metrics import RadarMetrics, default_radar_metrics
 from wire.client import Broker, connect, disconnect, make_client
@@ -64,7 +64,7 @@ class RadarWorker:
                  host: str = "127.0.0.1", port: int = 1883, username: str | None = None,
                  password: str | None = None, client_id: str | None = None,
                  metrics: RadarMetrics | None = None, clock: Callable[[], float] = time.time,
-                 queue_size: int = 10_000, tick_s: float = 0.25):
+                 queue_size: int = 10_000, tick_s: float = 0.25, broker: Broker | None = None):
         self.site = site
         self.host, self.port = host, port
         self.clock = clock
@@ -86,7 +86,9 @@ class RadarWorker:
         self._thread: threading.Thread | None = None
         self._emit: Emit | None = None
         self.client_id = client_id or f"perimeter-radar-{os.getpid()}-{id(self):x}"
-        self._broker = Broker(host, port, username, password)
+        # ``broker`` (TLS, credentials) replaces host, port, username and password
+        self._broker = broker if broker is not None else Broker(host, port, username, password)
+        self.host, self.port = self._broker.host, self._broker.port
         # clean session: a radar position from before a reconnect is stale by definition
         self._client = make_client(self._broker, self.client_id, persistent=False,
                                    logger=f"{__name__}.paho")
@@ -103,8 +105,7 @@ class RadarWorker:
         opts: dict[str, Any] = {
             "schedule": Schedule(cfg.periods, cfg.site.timezone), "fusion": cfg.fusion,
             "calibrations": {c.id: c.calibration for c in cfg.cameras if c.calibration},
-            "host": cfg.mqtt.host, "port": cfg.mqtt.port, "username": cfg.mqtt.username,
-            "password": cfg.mqtt.password}
+            "broker": mqtt_broker(loaded)}
         return cls(load_ground(loaded), **{**opts, **kwargs})
 
     # -- the edge worker's protocol ------------------------------------------------------------

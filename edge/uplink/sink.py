@@ -1,10 +1,10 @@
 """MQTT alarm sink: every alarm event to the broker, at least once, surviving outages.
 
-One message per alarm event on ``wire.topics.alarm`` (``{prefix}/{site}/alarm/{camera}/
-{zone}/{kind}``), QoS 1, not retained; the payload is ``Alarm.to_json()`` (schema
-``perimeter.alarm/1``). Consumers deduplicate on the payload's ``event_id``. The connection
-and the edge's availability status are ``edge.uplink.session``'s; the optional outbox and its
-replay ``edge.uplink.backlog``'s.
+One message per alarm event on ``wire.topics.alarm`` (``perimeter/v2/{site}/alarm/{edge}/
+{camera}/{zone}/{kind}``: the broker's ACL lets an edge publish only under its own id), QoS 1,
+not retained; the payload is ``Alarm.to_json()`` (schema ``perimeter.alarm/1``). Consumers
+deduplicate on the payload's ``event_id``. The connection and the edge's availability status
+are ``edge.uplink.session``'s; the optional outbox and its replay ``edge.uplink.backlog``'s.
 
 Without an outbox, paho queues every publish in memory while the link is down and sends it
 after the reconnect, so ``emit`` never drops an alarm; what is still pending when the
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from paho.mqtt.enums import MQTTErrorCode
 
-from edge.config import LoadedConfig
+from edge.config import LoadedConfig, mqtt_broker
 from edge.uplink.backlog import Backlog
 from edge.uplink.outbox import DEFAULT_MAX_ENTRIES, Entry
 from edge.uplink.session import PublishError, Session
@@ -57,13 +57,15 @@ class MqttSink:
                  password: str | None = None, client_id: str | None = None,
                  connect_timeout_s: float = 10.0, publish_timeout_s: float = 10.0,
                  outbox: Path | None = None, outbox_max_entries: int = DEFAULT_MAX_ENTRIES,
-                 require_connection: bool = True):
+                 require_connection: bool = True, broker: Broker | None = None):
         if qos not in (1, 2):
             raise ValueError(f"qos must be 1 or 2 for alarms (at least once), got {qos}")
         self.qos = qos
         self.require_connection = require_connection  # the default of ``open``
         self.publish_timeout_s = publish_timeout_s
-        self.session = Session(Broker(host, port, username, password), edge_id=edge_id,
+        # ``broker`` (TLS, credentials) replaces host, port, username and password
+        broker = broker if broker is not None else Broker(host, port, username, password)
+        self.session = Session(broker, edge_id=edge_id,
                                site=site, client_id=client_id,
                                connect_timeout_s=connect_timeout_s,
                                publish_timeout_s=publish_timeout_s)
@@ -80,8 +82,8 @@ class MqttSink:
         """The sink the config's ``mqtt`` section describes (not opened)."""
         m = loaded.config.mqtt
         outbox = loaded.output_path(m.outbox) if m.outbox is not None else None
-        return cls(m.host, m.port, edge_id=loaded.config.edge.id, site=loaded.config.site.id,
-                   username=m.username, password=m.password, outbox=outbox,
+        return cls(edge_id=loaded.config.edge.id, site=loaded.config.site.id,
+                   broker=mqtt_broker(loaded), outbox=outbox,
                    outbox_max_entries=m.outbox_max_entries,
                    require_connection=require_connection)
 
@@ -135,7 +137,8 @@ class MqttSink:
         it (link down, or older alarms still to go out)."""
         if not self.session.opened:
             raise RuntimeError("MqttSink not opened")
-        topic = topics.alarm(self.site, alarm.camera, alarm.zone, alarm.kind.value)
+        topic = topics.alarm(self.site, alarm.camera, alarm.zone, alarm.kind.value,
+                             edge=self.edge_id)
         payload = alarm.to_json().encode("utf-8")
         backlog = self._backlog
         stored = backlog is not None and backlog.store(alarm.event_id, topic, payload)

@@ -26,6 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from common.net import free_port
 from sim.rtsp import gst_rtsp_available
+from wire import topics
 
 PETS = Path("mot15/PETS09-S2L1")
 READY_S = 20.0  # a simulator prints its address within this
@@ -132,7 +133,7 @@ def test_rtsp_onvif_and_radar_site_raises_alarms_on_the_broker(
         site: tuple[Path, str], repo_root: Path, shared_data: Path, tmp_path: Path,
         mqtt_broker: tuple[str, int]) -> None:
     config, site_id = site
-    sub, got = observe(mqtt_broker, f"perimeter/v1/{site_id}/#", f"obs-{site_id}")
+    sub, got = observe(mqtt_broker, f"perimeter/+/{site_id}/#", f"obs-{site_id}")  # v1, v2
     edge, radar = run_edge_and_radar(config, repo_root, shared_data, tmp_path)
     online: set[str] = set()
     alarms: dict[str, set[str]] = {}  # camera (or radar) id -> sources seen
@@ -178,7 +179,7 @@ def test_a_radar_only_site_runs_without_a_camera_or_a_model(
     del doc["cameras"]
     config = tmp_path / "radar_only.yaml"
     config.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
-    sub, got = observe(mqtt_broker, f"perimeter/v1/{site_id}/alarm/#", f"obs-{site_id}")
+    sub, got = observe(mqtt_broker, topics.alarm_filter(site_id), f"obs-{site_id}")
     edge, radar = run_edge_and_radar(config, repo_root, shared_data, tmp_path)
     try:
         _topic, msg = got.get(timeout=30)

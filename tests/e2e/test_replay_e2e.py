@@ -18,6 +18,7 @@ from edge.config import load_config
 from edge.sinks import read_jsonl
 from edge.uplink.outbox import Outbox
 from tests.support.services import REPO_ROOT as REPO
+from wire import topics
 from zones.alarm import Alarm, AlarmKind
 
 START = "2026-11-28T08:00:00+00:00"
@@ -86,7 +87,7 @@ def test_tud_campus_replay_is_deterministic_and_published_to_mqtt(
     sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"sub-{site}")
     sub.on_message = lambda _c, _u, m: got.put((m.topic, m.payload))
     sub.connect(host, port)
-    sub.subscribe(f"perimeter/v1/{site}/alarm/#", qos=1)
+    sub.subscribe(topics.alarm_filter(site), qos=1)
     sub.loop_start()
     try:
         outs = []
@@ -106,6 +107,7 @@ def test_tud_campus_replay_is_deterministic_and_published_to_mqtt(
     with Outbox(tmp_path / "edge-outbox.db") as outbox:  # beside the config, all acknowledged
         assert len(outbox) == 0
     by_event = {json.loads(p)["event_id"]: t for t, p in received}
+    edge = load_config(cfg).config.edge.id  # v2: the edge's id, which the broker's ACL checks
     for a in alarms:
         assert by_event[a["event_id"]] == (
-            f"perimeter/v1/{site}/alarm/tud-campus/{a['zone']}/{a['kind']}")
+            f"perimeter/v2/{site}/alarm/{edge}/tud-campus/{a['zone']}/{a['kind']}")

@@ -22,6 +22,7 @@ from common.net import free_port
 from edge.uplink.sink import MqttSink
 from tests.support.alarms import alarm
 from tests.support.waiting import wait_until
+from wire import topics
 from wire.client import Broker
 
 SECRET = "webhook-secret-for-tests"
@@ -77,7 +78,7 @@ def setup(mqtt_broker: tuple[str, int], redis_url: str, redis_ns: str,
     })
     host, port = mqtt_broker
     central = Central(config, redis_url, Broker(host, port), ns=redis_ns, client_id=f"c-{site}")
-    central.intake.topic = f"perimeter/v1/{site}/alarm/#"
+    central.intake.topic = topics.alarm_filter(site)
     commands: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
     spk = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"spk-{site}")
     spk.on_message = lambda _c, _u, m: commands.put((m.topic, json.loads(m.payload)))
@@ -148,7 +149,7 @@ def test_an_ip_speaker_gets_its_command_by_http(mqtt_broker: tuple[str, int], re
     })
     central = Central(config, redis_url, Broker(*mqtt_broker), ns=redis_ns,
                       client_id=f"h-{site}")
-    central.intake.topic = f"perimeter/v1/{site}/alarm/#"
+    central.intake.topic = topics.alarm_filter(site)
     central.start()
     try:
         sink = MqttSink(*mqtt_broker, edge_id=f"e-{site}", site=site)

@@ -36,7 +36,7 @@ from tests.support.waiting import wait_until
 from zones.alarm import Alarm, AlarmKind, AlarmState
 
 TIMEOUT = 10.0
-ALARM_FILTER = "perimeter/v1/+/alarm/#"
+ALARM_FILTER = "perimeter/v2/+/alarm/#"
 
 
 class Subscriber:
@@ -146,11 +146,13 @@ def test_every_alarm_arrives_on_documented_topic(
         msg = got[alarm.event_id]
         camera = alarm.camera.replace("/", "_").replace("+", "_").replace("#", "_")
         zone = alarm.zone.replace("#", "_")
-        assert msg.topic == f"perimeter/v1/{site}/alarm/{camera}/{zone}/{alarm.kind.value}"
+        edge = shared_sink.edge_id  # v2: the edge's id, which the broker's ACL checks
+        assert msg.topic == (f"perimeter/v2/{site}/alarm/{edge}/{camera}/{zone}/"
+                             f"{alarm.kind.value}")
         assert msg.qos == 1 and not msg.retain
         assert msg.payload == alarm.to_json().encode("utf-8")
         assert Alarm.from_json(bytes(msg.payload)) == alarm
-    assert got[alarms[-1].event_id].topic.endswith("/alarm/gate_1__/pier_2/intrusion")
+    assert got[alarms[-1].event_id].topic.endswith("/gate_1__/pier_2/intrusion")
 
 
 def test_retained_status_online_then_offline(
@@ -310,7 +312,7 @@ def test_outbox_sink_forgets_acknowledged_alarms(
     path = tmp_path / "outbox.db"
     sink = MqttSink(host, port, edge_id=unique("edge"), site=unique("site"), outbox=path,
                     connect_timeout_s=TIMEOUT, publish_timeout_s=TIMEOUT)
-    sub = Subscriber(host, port, f"perimeter/v1/{sink.site}/alarm/#")
+    sub = Subscriber(host, port, f"perimeter/v2/{sink.site}/alarm/#")
     subscribers.append(sub)
     sink.open()
     try:

@@ -22,6 +22,7 @@ from central.runtime import Central
 from central.streams import GROUP, PartitionKeys, assignment, partition_of
 from tests.support.alarms import alarm
 from tests.support.waiting import wait_until
+from wire import topics
 from wire.client import Broker
 
 CONFIG = CentralConfig.model_validate({
@@ -67,7 +68,7 @@ class Cluster:
         c = Central(CONFIG, redis_url or self.redis_url, Broker(self.host, self.port), ns=self.ns,
                     client_id=f"c-{self.site}-{wid}", share_group=f"g-{self.site}",
                     worker_id=wid, lease_s=2.0)
-        c.intake.topic = f"$share/g-{self.site}/perimeter/v1/{self.site}/alarm/#"
+        c.intake.topic = topics.alarm_filter(self.site, share_group=f"g-{self.site}")
         c.start()
         self.workers[wid] = c
         return c

@@ -35,6 +35,7 @@ from speaker.agent import SpeakerAgent
 from speaker.audio import SpeakerError
 from wire import topics
 from wire.messages import CommandMessage, parse_status
+from wire.signing import CommandSigner, CommandVerifier, generate_key
 
 TIMEOUT = 10.0
 COMMA = "\uff0c"  # the full-width comma of real Chinese text (spelled out for ruff)
@@ -90,14 +91,20 @@ class Bench:
         self.agents.append(a)
         return a
 
-    def send(self, speaker: str = "spk-1", *, raw: bytes | None = None, **fields: Any) -> str:
+    def send(self, speaker: str = "spk-1", *, raw: bytes | None = None,
+             signer: CommandSigner | None = None, retain: bool = False, **fields: Any) -> str:
+        """Publish a command (signed by ``signer`` and addressed to this site and ``speaker``
+        when given); its id."""
         cid = fields.pop("command_id", unique("c"))
         if raw is None:
             body = {"command_id": cid, "incident": "inc-1", "text": SHORT, "clip": None,
                     "voice": "cmn-latn-pinyin", "priority": 5, "repeat": 1,
                     "sent_at": time.time()} | fields
+            if signer is not None:
+                body = signer.sign({"site": self.site, "speaker": speaker} | body)
             raw = json.dumps(body, ensure_ascii=False).encode()
-        info = self.client.publish(topics.speaker_command(self.site, speaker), raw, qos=1)
+        info = self.client.publish(topics.speaker_command(self.site, speaker), raw, qos=1,
+                                   retain=retain)
         info.wait_for_publish(TIMEOUT)
         return str(cid)
 
@@ -278,6 +285,54 @@ def test_commands_sent_while_offline_are_delivered_on_restart(bench: Bench) -> N
     bench.agent(cooldown_s=0.0)
     bench.expect(cid, "playing")
     bench.expect(cid, "done")
+
+
+CENTRAL = CommandSigner(generate_key())
+
+
+def test_forged_commands_never_play_and_do_not_block_real_ones(bench: Bench) -> None:
+    """Issue 10 row 5: anyone who could publish made the speaker talk, and a forged priority-9
+    command blocked real warnings through its cooldown."""
+    agent = bench.agent(cooldown_s=30.0, verifier=CommandVerifier([CENTRAL.public_key]))
+    impostor = CommandSigner(generate_key())
+    unsigned = bench.send(text="免费门票，请到售票处领取", priority=9)
+    assert bench.expect(unsigned, "failed")["reason"] == "refused: unsigned"
+    other_key = bench.send(priority=9, signer=impostor)
+    assert bench.expect(other_key, "failed")["reason"] == "refused: bad signature"
+    wrong = unique("c")  # signed by the central, but for another speaker: replayed here
+    bench.send(raw=json.dumps(CENTRAL.sign(
+        {"site": bench.site, "speaker": "spk-9", "command_id": wrong, "incident": "i",
+         "text": "好", "clip": None, "voice": "cmn-latn-pinyin", "priority": 9, "repeat": 1,
+         "sent_at": time.time()}), ensure_ascii=False).encode())
+    assert bench.expect(wrong, "failed")["reason"] == "refused: addressed to another speaker"
+    real = bench.send(text="好", priority=5, signer=CENTRAL)  # not in anyone's cooldown
+    bench.expect(real, "playing")
+    bench.expect(real, "done")
+    assert agent.rejected == {"unsigned": 1, "bad signature": 1,
+                              "addressed to another speaker": 1}
+    assert [p.name for p in bench.out_dir.glob("*.wav")] == [
+        p.name for p in bench.out_dir.glob(f"*-{real}.wav")]  # the only clip written
+
+
+def test_a_retained_forged_command_never_plays_not_even_at_restart(bench: Bench) -> None:
+    """Issue 10 row 5: a retained forged command with a future ``sent_at`` played again at
+    every speaker restart."""
+    forged = bench.send(text="免费门票", priority=9, sent_at=time.time() + 10 * 365 * 86400,
+                        retain=True)
+    try:
+        for _ in range(2):  # the broker hands the retained command to every new session
+            agent = bench.agent(cooldown_s=0.0)
+            assert bench.expect(forged, "failed")["reason"] == "refused: retained"
+            assert agent.rejected == {"retained": 1}
+            agent.close()
+            bench.agents.remove(agent)
+        bench.agent(cooldown_s=0.0)
+        later = bench.send(text="好", sent_at=time.time() + 3600)  # not retained, future
+        assert bench.expect(later, "skipped")["reason"] == "future"
+        assert not list(bench.out_dir.glob("*.wav"))
+    finally:
+        bench.client.publish(topics.speaker_command(bench.site, "spk-1"), b"", qos=1,
+                             retain=True).wait_for_publish(TIMEOUT)
 
 
 FAKE_APLAY = """#!{python}

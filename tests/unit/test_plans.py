@@ -28,9 +28,10 @@ CONFIG = CentralConfig.model_validate({
 })
 
 
-def incident(zone: str = "bank", risk: Risk = Risk.HIGH, t: float = 0.0, iid: str = "i1"):
+def incident(zone: str = "bank", risk: Risk = Risk.HIGH, t: float = 0.0, iid: str = "i1",
+             site: str = "park"):
     book = IncidentBook()
-    res = book.apply(alarm(zone, t, risk=risk), "park", iid)
+    res = book.apply(alarm(zone, t, risk=risk), site, iid)
     assert res is not None
     return res.incident
 
@@ -62,6 +63,18 @@ def test_cooldown_and_priority() -> None:
     inc = incident(iid="d")
     inc.escalation_level = 2  # priority 9 speaks through the cooldown
     assert kinds(p.on_escalation(inc, now=32)) == [("speak", "spk-bank"), ("notify", "duty")]
+
+
+def test_a_made_up_site_does_not_silence_a_real_sites_speaker() -> None:
+    """The cooldown is per site and speaker: an incident of another (or a forged) site that
+    uses the same speaker id must not keep the real site's speaker quiet."""
+    p = Planner(CONFIG)
+    fake = p.on_incident(incident(site="fake-site", iid="f1"), 0.0)
+    assert ("speak", "spk-bank") in kinds(fake)
+    real = p.on_incident(incident(site="park", t=1.0, iid="r1"), 1.0)
+    assert ("speak", "spk-bank") in kinds(real)
+    again = p.on_incident(incident(site="park", t=2.0, iid="r2"), 2.0)
+    assert ("speak", "spk-bank") not in kinds(again)  # the real site's own cooldown holds
 
 
 @pytest.mark.parametrize(("level", "expected"), [

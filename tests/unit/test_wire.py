@@ -14,9 +14,11 @@ TOPICS = [
     (topics.alarm("park", "cam-1", "bank", "intrusion"),
      "perimeter/v1/park/alarm/cam-1/bank/intrusion"),
     (topics.alarm("park", "gate/1+#", "", "dwell"), "perimeter/v1/park/alarm/gate_1__/_/dwell"),
-    (topics.alarm_filter(), "perimeter/v1/+/alarm/#"),
-    (topics.alarm_filter("park"), "perimeter/v1/park/alarm/#"),
-    (topics.alarm_filter(share_group="central"), "$share/central/perimeter/v1/+/alarm/#"),
+    (topics.alarm("park", "cam-1", "bank", "intrusion", edge="edge-1"),
+     "perimeter/v2/park/alarm/edge-1/cam-1/bank/intrusion"),
+    (topics.alarm_filter(), "perimeter/+/+/alarm/#"),
+    (topics.alarm_filter("park"), "perimeter/+/park/alarm/#"),
+    (topics.alarm_filter(share_group="central"), "$share/central/perimeter/+/+/alarm/#"),
     (topics.edge_status("park", "edge-1"), "perimeter/v1/park/edge/edge-1/status"),
     (topics.camera_status("park", "edge-1", "cam/2"),
      "perimeter/v1/park/edge/edge-1/camera/cam_2/status"),
@@ -37,6 +39,7 @@ def test_topics_are_spelled_as_documented(built: str, expected: str) -> None:
 @pytest.mark.parametrize("bad", ["a/b", "+", "#", "", "x\x00"])
 @pytest.mark.parametrize("build", [
     lambda v: topics.alarm(v, "c", "z", "intrusion"), lambda v: topics.edge_status("s", v),
+    lambda v: topics.alarm("s", "c", "z", "intrusion", edge=v),
     lambda v: topics.radar_tracks(v, "r"), lambda v: topics.speaker_command("s", v),
     lambda v: topics.alarm_filter(share_group=v or "#"),
 ])
@@ -46,16 +49,23 @@ def test_configured_ids_that_break_a_topic_are_refused(bad: str, build: object) 
 
 
 @pytest.mark.parametrize(("topic", "parts"), [
-    ("perimeter/v1/park/alarm/cam-1/bank/intrusion", ("park", "cam-1", "bank", "intrusion")),
+    ("perimeter/v1/park/alarm/cam-1/bank/intrusion",
+     ("park", "cam-1", "bank", "intrusion", None)),
+    ("perimeter/v2/park/alarm/edge-1/cam-1/bank/intrusion",
+     ("park", "cam-1", "bank", "intrusion", "edge-1")),
     ("perimeter/v1/park/alarm/cam-1/bank", None),
     ("perimeter/v1/park/status/cam-1/bank/intrusion", None),
     ("perimeter/v1/park/alarm//bank/intrusion", None),
-    ("perimeter/v2/park/alarm/cam-1/bank/intrusion", None),
+    ("perimeter/v2/park/alarm/cam-1/bank/intrusion", None),  # v2 without its edge segment
+    ("perimeter/v2/park/alarm//cam-1/bank/intrusion", None),
+    ("perimeter/v1/park/alarm/edge-1/cam-1/bank/intrusion", None),
+    ("perimeter/v3/park/alarm/edge-1/cam-1/bank/intrusion", None),
     ("other/park/alarm/cam-1/bank/intrusion", None),
 ])
-def test_alarm_topics_parse_back(topic: str, parts: tuple[str, ...] | None) -> None:
+def test_alarm_topics_parse_back(topic: str, parts: tuple[str | None, ...] | None) -> None:
     got = topics.parse_alarm(topic)
-    assert (None if got is None else (got.site, got.camera, got.zone, got.kind)) == parts
+    assert (None if got is None else (got.site, got.camera, got.zone, got.kind, got.edge)
+            ) == parts
 
 
 def test_status_payloads() -> None:
