@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="central-load-") as tmp:
         workdir = Path(tmp)
         mqtt_port = free_port()
-        broker, _desc = start_broker("mosquitto", workdir, mqtt_port)
+        broker, _desc = start_broker(workdir, mqtt_port)
         try:
             results = [run_config(n, args, workdir, mqtt_port) for n in args.workers]
         finally:

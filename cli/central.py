@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import secrets
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from central.auth import Accounts
 
 log = logging.getLogger(__name__)
 
@@ -27,30 +30,55 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="partition streams (the same on every worker; default 8)")
 
 
+LEGACY_KEY = "legacy-token"
+
+
+def legacy_token(accounts: Accounts) -> None:
+    """The old shared ``PERIMETER_API_TOKEN``, if still set, becomes the named API key
+    ``legacy-token`` with the operator role: revocable (``perimeter users key revoke
+    legacy-token``; a revoked one is not taken back at the next start) and recorded as
+    ``key:legacy-token`` in incident logs."""
+    from central.auth import AccountError, Role
+
+    token = os.environ.get("PERIMETER_API_TOKEN")
+    if not token:
+        return
+    try:
+        accounts.import_key(LEGACY_KEY, token, Role.OPERATOR, by="PERIMETER_API_TOKEN")
+    except AccountError as exc:
+        print(f"central: PERIMETER_API_TOKEN not accepted: {exc}", flush=True)
+        return
+    print(f"central: PERIMETER_API_TOKEN is the API key {LEGACY_KEY!r} (operator); move "
+          "to named keys (perimeter users key add) and revoke it", flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from central.api import create_app
+    from central.auth import Accounts, Role
     from central.config import load_central_config
     from central.metrics import default_metrics
     from central.runtime import Central
     from wire.client import Broker
 
     loaded = load_central_config(args.config)
-    token = os.environ.get("PERIMETER_API_TOKEN")
-    if not token:
-        token = secrets.token_urlsafe(24)
-        print(f"PERIMETER_API_TOKEN not set; this run's API token: {token}", flush=True)
     central = Central(loaded.config, args.redis, Broker.parse(args.mqtt),
                       ns=args.namespace, client_id=args.client_id,
                       share_group=args.share_group, metrics=default_metrics(),
                       worker_id=args.worker_id, partitions=args.partitions)
     central.start()
+    accounts = Accounts(central.redis, args.namespace)
+    legacy_token(accounts)
+    if not any(u.role is Role.ADMIN and not u.disabled for u in accounts.users()):
+        print(f"central: no admin account yet; make the first with: perimeter users "
+              f"--redis {args.redis} --namespace {args.namespace} add NAME --role admin",
+              flush=True)
     print(f"central: API http://{args.api_host}:{args.api_port}/docs, metrics "
           f"http://{args.api_host}:{args.api_port}/metrics, MQTT {args.mqtt}, "
           f"Redis {args.redis}", flush=True)
     try:
-        uvicorn.run(create_app(central.aggregator, token, ops=central.ops,
+        uvicorn.run(create_app(central.aggregator, accounts, ops=central.ops,
                                modes=central), host=args.api_host,
                     port=args.api_port, log_level="warning")
     finally:

