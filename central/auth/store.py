@@ -280,7 +280,10 @@ class Accounts:
             self.r.set(self.key("keyhash", digest), name)
             self.audit("key_replaced", by, name)
             return self.api_key(name)
-        return self._store_key(name, secret, role, None, by=by, action="key_imported")
+        try:
+            return self._store_key(name, secret, role, None, by=by, action="key_imported")
+        except Conflict:  # another worker starting at the same time imported it first
+            return self.import_key(name, secret, role, by=by)
 
     def _store_key(self, name: str, secret: str, role: Role, sites: list[str] | None, *,
                    by: str, action: str) -> ApiKey:

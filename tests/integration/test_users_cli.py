@@ -16,8 +16,7 @@ from cli.main import main
 
 
 @pytest.fixture
-def users(redis_url: str, redis_ns: str, monkeypatch: pytest.MonkeyPatch,
-          capsys: pytest.CaptureFixture[str]) -> Iterator[tuple[list[str], Accounts]]:
+def users(redis_url: str, redis_ns: str) -> Iterator[tuple[list[str], Accounts]]:
     client = redis.Redis.from_url(redis_url)
     yield ["users", "--redis", redis_url, "--namespace", redis_ns], Accounts(client, redis_ns)
     client.close()
@@ -102,3 +101,15 @@ def test_legacy_token_is_a_named_revocable_operator_key(
     assert "not accepted" in capsys.readouterr().out
     with pytest.raises(Conflict):
         acc.import_key(LEGACY_KEY, "an-old-shared-token-1234", Role.OPERATOR, by="x")
+
+
+def test_workers_starting_together_import_the_legacy_token_once(
+        users: tuple[list[str], Accounts]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, acc = users
+    with ThreadPoolExecutor(8) as pool:
+        keys = list(pool.map(lambda _: acc.import_key(LEGACY_KEY, "an-old-shared-token-1234",
+                                                      Role.OPERATOR, by="w"), range(8)))
+    assert {k.name for k in keys} == {LEGACY_KEY} and len(acc.api_keys()) == 1
+    assert acc.check_key("an-old-shared-token-1234") is not None
