@@ -347,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         mqtt_port = free_port()
         ident = (DemoSite.create(workdir, mqtt_port, SITE, EDGE, ["spk-1"])
                  if args.tls else None)
-        broker, _desc = start_broker("mosquitto", workdir, mqtt_port,
+        broker, _desc = start_broker(workdir, mqtt_port,
                                      ident.mosquitto_lines() if ident else None)
         try:
             results = [run_config(n, args, workdir, mqtt_port, ident) for n in args.workers]

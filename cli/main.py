@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import subprocess
 import sys
 from collections.abc import Callable
 
-from cli import central, demo, edge, onvif, pki, sim, speaker
+from cli import central, config, demo, edge, onvif, pki, sim, speaker, users
+from common import logs
 from common.yamlconfig import ConfigError
 from edge.detection.base import DetectorError
 from edge.sources.file import SourceError
@@ -30,9 +32,17 @@ Command = Callable[[argparse.Namespace], int]
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="perimeter", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--log-level", choices=LEVELS, default=None,
+                   help="log threshold (default warning; -v: debug)")
+    p.add_argument("--log-format", choices=logs.FORMATS,
+                   default=os.environ.get("PERIMETER_LOG_FORMAT", "text"),
+                   help="text: the line, then every context field as key=value (default); "
+                        "json: one object per line (default from $PERIMETER_LOG_FORMAT)")
     sub = p.add_subparsers(dest="command", required=True)
     edge.add_parsers(sub)
+    config.add_parser(sub)
     central.add_parser(sub)
+    users.add_parser(sub)
     demo.add_parser(sub)
     speaker.add_arguments(sub.add_parser(
         "speaker", help="loudspeaker agent: speak the central's MQTT commands (espeak-ng)"))
@@ -43,16 +53,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 COMMANDS: dict[str, Command] = {
-    "replay": edge.cmd_replay, "run": edge.cmd_run, "config": edge.cmd_config_check,
-    "models": edge.cmd_models, "central": central.run, "demo": demo.run,
+    "replay": edge.cmd_replay, "run": edge.cmd_run, "config": config.run,
+    "models": edge.cmd_models, "central": central.run, "users": users.run, "demo": demo.run,
     "speaker": speaker.run, "onvif": onvif.run, "sim": sim.run, "pki": pki.run,
 }
+LEVELS = ("debug", "info", "warning", "error")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = args.log_level or ("debug" if args.verbose else "warning")
+    if args.log_format not in logs.FORMATS:  # from the environment, not checked by argparse
+        print(f"error: PERIMETER_LOG_FORMAT: expected one of {', '.join(logs.FORMATS)}",
+              file=sys.stderr)
+        return 2
+    logs.setup(getattr(logging, level.upper()), args.log_format)
     try:
         return COMMANDS[args.command](args)
     except ConfigError as exc:

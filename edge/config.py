@@ -131,7 +131,12 @@ class OnvifConfig(Strict):
     """An ONVIF camera: its stream URI is resolved from the device's media profiles."""
 
     host: str = Field(min_length=1, description="device address (IP or name)")
-    port: int = Field(80, ge=1, le=65535, description="ONVIF HTTP port")
+    port: int = Field(80, ge=1, le=65535, description="ONVIF HTTP port (HTTPS: usually 443)")
+    https: bool = Field(False, description="speak HTTPS to the device")
+    ca_file: str | None = Field(None, description="HTTPS: PEM file with the device's own "
+                                                  "certificate or its CA, to trust it")
+    tls_verify: bool = Field(True, description="HTTPS: check the device's certificate and "
+                                               "name; false only on a closed camera network")
     username: str | None = Field(None, description="ONVIF user")
     password: str | None = Field(None, description="ONVIF password")
     profile: str | int | None = Field(

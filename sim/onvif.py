@@ -6,7 +6,10 @@ It speaks the real wire protocol, written here independently of ``edge.sources.o
 the two cannot share a mistake: SOAP 1.2 over HTTP for the device service (GetSystemDateAndTime,
 GetCapabilities, GetServices) and the media service (GetProfiles, GetStreamUri); WS-Security
 UsernameToken PasswordDigest checked as a camera does (user, digest, Created within five minutes
-of the device's clock, nonce never reused), with ter:NotAuthorized faults; and WS-Discovery
+of the device's clock, nonce never reused), with ter:NotAuthorized faults; optionally HTTP
+Digest (RFC 7616, MD5 with qop=auth, as cameras demand it beside WS-Security: a request
+without a right ``Authorization`` header gets 401 and a challenge) and HTTPS (a certificate
+the test makes); and WS-Discovery
 Probe -> ProbeMatches over UDP multicast 239.255.255.250:3702. Faults a camera shows in the
 field are switches for the tests: no profiles, malformed replies, a clock that is off. Its
 profiles' stream URIs point at an RTSP server (``perimeter sim rtsp`` or a real camera), as an
@@ -18,7 +21,10 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import os
+import re
 import socket
+import ssl
 import struct
 import threading
 import uuid
@@ -70,6 +76,9 @@ class DeviceSpec:
     clock_skew: dt.timedelta = dt.timedelta()
     malformed: set[str] = field(default_factory=set)  # actions answered with broken XML
     endpoint: str = field(default_factory=lambda: f"urn:uuid:{uuid.uuid4()}")
+    http_digest: bool = False  # also demand HTTP Digest on every request
+    tls: tuple[str, str] | None = None  # (certificate, key) PEM files: serve HTTPS
+    reply_prefix: bytes = b""  # put before every reply's root element (a hostile DTD)
 
 
 def _env(body: str) -> bytes:
@@ -95,13 +104,20 @@ class Device:
         self._nonces: set[str] = set()
         self._http = ThreadingHTTPServer((spec.host, spec.port), self._handler())
         self._http.daemon_threads = True
+        if spec.tls is not None:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*spec.tls)
+            self._http.socket = ctx.wrap_socket(self._http.socket, server_side=True)
+        self._digest_nonces: set[str] = set()
+        self.http_refused = 0  # requests answered 401 (challenged or wrong)
         self.port = int(self._http.server_address[1])
         self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
         self._udp: socket.socket | None = None
 
     @property
     def xaddr(self) -> str:
-        return f"http://{self.spec.host}:{self.port}/onvif/device_service"
+        scheme = "https" if self.spec.tls else "http"
+        return f"{scheme}://{self.spec.host}:{self.port}/onvif/device_service"
 
     def start(self) -> Device:
         self._thread.start()
@@ -145,6 +161,33 @@ class Device:
             return False
         self._nonces.add(nonce)
         return True
+
+    # -- HTTP Digest (RFC 7616, written from the RFC, not from the client) -----------------
+
+    REALM = "SimCam ONVIF"
+
+    def challenge(self) -> str:
+        nonce = os.urandom(16).hex()
+        self._digest_nonces.add(nonce)
+        return f'Digest realm="{self.REALM}", qop="auth", nonce="{nonce}", algorithm=MD5'
+
+    def digest_ok(self, header: str | None, method: str, path: str) -> bool:
+        if not header or not header.startswith("Digest "):
+            return False
+        pairs = re.findall(r'(\w+)=(?:"([^"]*)"|([^\s,]+))', header[7:])
+        f = {k: a or b for k, a, b in pairs}
+        if (f.get("username") != self.spec.username or f.get("realm") != self.REALM
+                or f.get("nonce") not in self._digest_nonces or f.get("uri") != path
+                or f.get("qop") != "auth"):
+            return False
+
+        def md5(text: str) -> str:
+            return hashlib.md5(text.encode()).hexdigest()
+
+        ha1 = md5(f"{self.spec.username}:{self.REALM}:{self.spec.password or ''}")
+        ha2 = md5(f"{method}:{path}")
+        want = md5(f"{ha1}:{f['nonce']}:{f.get('nc', '')}:{f.get('cnonce', '')}:auth:{ha2}")
+        return f.get("response") == want
 
     def handle(self, path: str, data: bytes) -> tuple[int, bytes]:
         """One SOAP request to ``path`` -> (HTTP status, reply body)."""
@@ -220,7 +263,18 @@ class Device:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 data = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if device.spec.http_digest and not device.digest_ok(
+                        self.headers.get("Authorization"), "POST", self.path):
+                    device.http_refused += 1
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", device.challenge())
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 status, body = device.handle(self.path, data)
+                if device.spec.reply_prefix:
+                    head, sep, rest = body.partition(b"?>")
+                    body = head + sep + device.spec.reply_prefix + rest
                 self.send_response(status)
                 self.send_header("Content-Type", "application/soap+xml; charset=utf-8")
                 self.send_header("Content-Length", str(len(body)))

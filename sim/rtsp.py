@@ -65,8 +65,9 @@ class RtspServer:
     def __init__(self, video: Path, port: int, *, fps: float = 10.0, mount: str = "/live",
                  user: str | None = None, password: str | None = None, stamp: bool = False,
                  log_path: Path | None = None, host: str = "127.0.0.1",
-                 show_errors: bool = False):
+                 show_errors: bool = False, digest: bool = False):
         self.video, self.port, self.fps, self.mount = video, port, fps, mount
+        self.digest = digest  # with user: Digest only, as many cameras (else Basic)
         self.user, self.password, self.stamp = user, password, stamp
         self.log_path, self.host, self.show_errors = log_path, host, show_errors
         self.proc: subprocess.Popen[bytes] | None = None
@@ -88,6 +89,8 @@ class RtspServer:
                "--fps", str(self.fps), "--exit-with-parent"]
         if self.user is not None:
             cmd += ["--user", self.user, "--password", self.password or ""]
+            if self.digest:
+                cmd.append("--digest")
         if self.stamp:
             cmd.append("--stamp")
         return cmd

@@ -9,8 +9,9 @@ at the top, GStreamer inside ``main``), so it runs from its path without the ven
 One thread decodes the video in a loop and paces it at ``--fps``; every connected client gets
 its own H.264 encoder (x264, zerolatency, an IDR each second), fed the same frames through an
 ``appsrc``, so a client that connects late starts on a key frame at once, as a real camera's
-new session does. ``--user``/``--password`` require HTTP basic auth (a wrong password gets
-``401``). ``--stamp`` draws the wall-clock time at which the frame is handed to the encoder
+new session does. ``--user``/``--password`` require HTTP basic auth, or Digest only with
+``--digest`` (as many cameras do: a Basic answer then gets ``401`` too); a wrong password
+gets ``401``. ``--stamp`` draws the wall-clock time at which the frame is handed to the encoder
 into the top band of the frame, as 48 black/white 16x16 blocks (44 bits of epoch
 milliseconds, 4 bits of checksum): the edge decodes it (``sim.rtsp.read_stamp``) and
 glass-to-alarm is measured on the pixels themselves.
@@ -60,6 +61,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--fps", type=float, default=10.0)
     p.add_argument("--user")
     p.add_argument("--password")
+    p.add_argument("--digest", action="store_true", help="demand Digest, refuse Basic")
     p.add_argument("--stamp", action="store_true")
     p.add_argument("--exit-with-parent", action="store_true",
                    help="stop when the process that started this one is gone (no orphans)")
@@ -123,7 +125,15 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - runs in a 
         auth = GstRtspServer.RTSPAuth()
         token = GstRtspServer.RTSPToken()
         token.set_string("media.factory.role", args.user)
-        auth.add_basic(GstRtspServer.RTSPAuth.make_basic(args.user, args.password or ""), token)
+        if args.digest:
+            gi.require_version("GstRtsp", "1.0")
+            from gi.repository import GstRtsp
+
+            auth.add_digest(args.user, args.password or "", token)
+            auth.set_supported_methods(GstRtsp.RTSPAuthMethod.DIGEST)
+        else:
+            auth.add_basic(GstRtspServer.RTSPAuth.make_basic(args.user, args.password or ""),
+                           token)
         server.set_auth(auth)
         factory.add_role_from_structure(Gst.Structure.new_from_string(
             f"{args.user}, media.factory.access=(boolean)true, "

@@ -34,6 +34,8 @@ def fit_homography(image: Sequence[Sequence[float]],
         raise GeometryError("calibration needs matching lists of [x, y] image and world points")
     if src.shape[0] < 4:
         raise GeometryError(f"calibration needs at least 4 point pairs, got {src.shape[0]}")
+    if not (np.all(np.isfinite(src)) and np.all(np.isfinite(dst))):
+        raise GeometryError("calibration points must be finite numbers (NaN or infinity)")
     ts, td = _normaliser(src), _normaliser(dst)
     s = (ts @ np.column_stack((src, np.ones(len(src)))).T).T
     d = (td @ np.column_stack((dst, np.ones(len(dst)))).T).T

@@ -10,13 +10,16 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, field_validator, model_validator
 
-from zones.geometry import GeometryError, Risk, ZoneKind, check_polygon
+from zones.geometry import MAX_POLYGON_POINTS, GeometryError, Risk, ZoneKind, check_polygon
 from zones.profiles import ThresholdOverrides
 
 Coords = Literal["auto", "normalized", "pixels"]
-XY = tuple[float, float]
+# NaN and infinity are refused where they are read: a NaN vertex makes every point test
+# false, a fence that silently never alarms.
+XY = tuple[FiniteFloat, FiniteFloat]
+MAX_CALIBRATION_POINTS = 100
 
 
 class RuleName(StrEnum):
@@ -52,7 +55,9 @@ class ZoneConfig(Strict):
                     description="zone id, unique in the camera; used in MQTT topics")
     kind: ZoneKind = Field(description="cliff, water, crowd or restricted")
     risk: Risk = Field(Risk.MEDIUM, description="assessed risk grade: high, medium or low")
-    polygon: list[XY] = Field(description="vertices, normalized [0,1] or source pixels")
+    polygon: list[XY] = Field(max_length=MAX_POLYGON_POINTS,
+                              description="vertices, normalized [0,1] or source pixels "
+                                          f"(3 to {MAX_POLYGON_POINTS})")
     coords: Coords = Field("auto", description="how to read polygon and line points")
     rules: list[RuleName] | None = Field(None, description="rules to run; default by kind")
     lines: list[LineConfig] = Field(default_factory=list)
@@ -83,8 +88,10 @@ class ZoneConfig(Strict):
 class CalibrationConfig(Strict):
     """Ground-plane calibration: image points (px or normalized) and their ground metres."""
 
-    image: list[XY] = Field(min_length=4, description="points in the image")
-    world: list[XY] = Field(min_length=4, description="the same points on the ground, metres")
+    image: list[XY] = Field(min_length=4, max_length=MAX_CALIBRATION_POINTS,
+                            description="points in the image")
+    world: list[XY] = Field(min_length=4, max_length=MAX_CALIBRATION_POINTS,
+                            description="the same points on the ground, metres")
     coords: Coords = "auto"
 
     @model_validator(mode="after")

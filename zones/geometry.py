@@ -7,6 +7,7 @@ the boundary counts as inside: a person standing on the cliff line is already at
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -19,6 +20,10 @@ from shapely.validation import explain_validity
 from zones.tracks import FloatArray
 
 Point = tuple[float, float]
+
+# Hand-drawn fences have tens of vertices, a surveyed ground zone a few hundred; a polygon of
+# 100,000 is a mistake or an attack that costs seconds and hundreds of MB per check.
+MAX_POLYGON_POINTS = 1000
 
 
 class ZoneKind(StrEnum):
@@ -61,9 +66,16 @@ def to_pixels(points: Sequence[Sequence[float]], frame_size: tuple[int, int],
 
 
 def check_polygon(points: Sequence[Point]) -> Polygon:
-    """A valid simple polygon of at least three points, or a GeometryError saying why not."""
+    """A valid simple polygon of 3 to ``MAX_POLYGON_POINTS`` finite points, or a GeometryError
+    saying why not."""
     if len(points) < 3:
         raise GeometryError(f"a polygon needs at least 3 points, got {len(points)}")
+    if len(points) > MAX_POLYGON_POINTS:
+        raise GeometryError(f"a polygon may have at most {MAX_POLYGON_POINTS} points, got "
+                            f"{len(points)}")
+    for i, p in enumerate(points):
+        if not all(math.isfinite(v) for v in p):
+            raise GeometryError(f"point {i} is not a finite number: {list(p)}")
     poly = Polygon(points)
     if not poly.is_valid:
         raise GeometryError(f"polygon is not simple: {explain_validity(poly)}")

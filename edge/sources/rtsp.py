@@ -17,13 +17,13 @@ Failures never end the thread: a refused, silent or unauthorised camera, a dropp
 one that stops sending for ``stall_seconds`` (FFmpeg's read timeout) marks the camera
 offline with a reason and retries with exponential backoff and jitter (``Backoff``), so many
 cameras behind one restarted switch do not reconnect in lock-step. OpenCV only says "not
-opened", so after a failure ``diagnose`` asks the camera itself with one RTSP DESCRIBE and
-turns the answer into words: connection refused, no answer, wrong password, no such stream.
+opened", so after a failure ``diagnose`` asks the camera itself with an RTSP DESCRIBE
+(answering its Digest or Basic challenge) and turns the answer into words: connection
+refused, no answer, wrong password, no such stream.
 """
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import random
@@ -31,12 +31,13 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import cv2
 import numpy as np
 
 from edge.config import CameraConfig, ReconnectConfig
+from edge.sources import httpauth
 from edge.sources.feed import CameraState, LatestSlot, StatusCallback
 from edge.sources.frame import Frame
 
@@ -81,12 +82,16 @@ def redact(url: str) -> str:
 
 
 def diagnose(url: str, timeout_s: float = 3.0) -> str:
-    """Why an RTSP URL does not open, in words, from one DESCRIBE request."""
+    """Why an RTSP URL does not open, in words, from a DESCRIBE request: sent without
+    credentials first, then, if the camera answers 401, once more answering its challenge in
+    the scheme it asked for (Digest, else Basic), so a Digest-only camera with the right
+    password is not reported as "wrong user or password"."""
     parts = urlsplit(url)
     if parts.scheme.lower() != "rtsp" or not parts.hostname:
         return "cannot open stream"
     host, port = parts.hostname, parts.port or 554
     where = f"{host}:{port}"
+    clean = urlunsplit(parts._replace(netloc=f"{host}:{port}"))
     try:
         sock = socket.create_connection((host, port), timeout=timeout_s)
     except ConnectionRefusedError:
@@ -95,31 +100,69 @@ def diagnose(url: str, timeout_s: float = 3.0) -> str:
         return f"no answer from {where} (connect timed out)"
     except OSError as exc:
         return f"cannot connect to {where}: {exc.strerror or exc}"
-    clean = urlunsplit(parts._replace(netloc=f"{host}:{port}"))
-    req = f"DESCRIBE {clean} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n"
-    if parts.username is not None:
-        cred = f"{parts.username}:{parts.password or ''}".encode()
-        req += f"Authorization: Basic {base64.b64encode(cred).decode()}\r\n"
     try:
         with sock:
-            sock.sendall((req + "\r\n").encode())
-            head = sock.recv(1024).decode("latin-1")
+            reply = _describe(sock, clean, 1, None)
+            if reply is not None and reply[0] == "401" and parts.username is not None:
+                challenges = httpauth.parse_challenges(reply[2])
+                try:
+                    auth = httpauth.authorization(challenges, unquote(parts.username),
+                                                  unquote(parts.password or ""), "DESCRIBE",
+                                                  clean)
+                except httpauth.AuthSchemeError as exc:
+                    return f"unauthorized: {exc}"
+                reply = _describe(sock, clean, 2, auth)
     except TimeoutError:
         return f"no answer from {where} (RTSP request timed out)"
     except OSError as exc:
         return f"connection to {where} failed: {exc.strerror or exc}"
-    fields = head.split("\r\n", 1)[0].split(" ", 2)
-    if len(fields) < 2 or not fields[0].startswith("RTSP/"):
-        return f"{where} does not speak RTSP" if head else f"{where} closed the connection"
-    code = fields[1]
+    if reply is None:
+        return f"{where} closed the connection"
+    code, text, _ = reply
+    if code == "":
+        return f"{where} does not speak RTSP"
     if code == "401":
         return ("unauthorized: wrong user or password" if parts.username is not None
                 else "unauthorized: the camera needs a user and password")
     if code == "404":
         return f"no such stream: {parts.path or '/'}"
     if code != "200":
-        return f"camera answered RTSP {code} {fields[2] if len(fields) > 2 else ''}".rstrip()
+        return f"camera answered RTSP {code} {text}".rstrip()
     return "stream answers but no video could be decoded"
+
+
+def _describe(sock: socket.socket, url: str, cseq: int,
+              auth: str | None) -> tuple[str, str, list[str]] | None:
+    """One DESCRIBE: (status code, reason, WWW-Authenticate values); None if the camera
+    closed the connection; code "" if the answer is not RTSP. Reads the whole answer (head
+    and body), so a second request on the connection starts clean."""
+    req = f"DESCRIBE {url} RTSP/1.0\r\nCSeq: {cseq}\r\nAccept: application/sdp\r\n"
+    if auth is not None:
+        req += f"Authorization: {auth}\r\n"
+    sock.sendall((req + "\r\n").encode())
+    data = b""
+    while b"\r\n\r\n" not in data and len(data) < 16384:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    if not data:
+        return None
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    fields = lines[0].split(" ", 2)
+    if len(fields) < 2 or not fields[0].startswith("RTSP/"):
+        return "", "", []
+    headers = [ln.split(":", 1) for ln in lines[1:] if ":" in ln]
+    length = next((int(v) for k, v in headers if k.strip().lower() == "content-length"
+                   and v.strip().isdigit()), 0)
+    while len(body) < min(length, 65536):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        body += chunk
+    challenges = [v.strip() for k, v in headers if k.strip().lower() == "www-authenticate"]
+    return fields[1], fields[2] if len(fields) > 2 else "", challenges
 
 
 def stream_url(cam: CameraConfig) -> Callable[[], str]:

@@ -27,7 +27,7 @@ import pytest
 
 from cli import demo
 from common.net import free_port, port_open
-from tests.support.api import call
+from tests.support.api import Browser, call
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
@@ -122,13 +122,17 @@ def test_demo_cli_end_to_end_and_sigterm(shared_data: Path, repo_root: Path,
         wait_line(r"^running ")
         children = _children(proc.pid)
         assert children, "the demo started no processes"
-        token = re.search(r"token: (\S+)", wait_line(r"token: "))
-        assert token is not None
+        login = re.search(r"sign in as (\S+) / (\S+) \(admin\)", wait_line(r"sign in as "))
+        token = re.search(r"Bearer (pk_\S+)'", wait_line(r"Bearer pk_"))
+        assert login is not None and token is not None
         ports = {int(m) for line in seen
                  for m in re.findall(r"127\.0\.0\.1:(\d+)", line)}
         assert api_port in ports and len(ports) >= 4, seen  # API, MQTT, Redis, webhook
         base = f"http://127.0.0.1:{api_port}"
         assert call(f"{base}/incidents", token=None)[0] == 401
+        browser = Browser(base)
+        assert browser.login(login.group(1), login.group(2))[0] == 200
+        assert browser.request("/docs/assets/swagger-ui.css")[0] == 200
         incidents: list[dict[str, Any]] = []
         while not incidents and time.monotonic() < deadline:
             status, incidents = call(f"{base}/incidents", token=token.group(1))
@@ -183,7 +187,7 @@ def test_demo_in_process_stops_after_minutes(shared_data: Path, tmp_path: Path,
     assert not [t.name for t in threading.enumerate() if t.name.startswith("demo-")]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["stopped_by"] == "minutes"
-    assert summary["broker"] in ("mosquitto", "amqtt") and summary["redis"]
+    assert summary["broker"] == "mosquitto" and summary["redis"] == "redis-server"
     _check_outputs(out, summary)
     assert os.environ.get("PERIMETER_WEBHOOK_SECRET") == secret_before  # restored
 

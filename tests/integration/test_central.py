@@ -14,7 +14,7 @@ import redis
 
 from central.incidents.store import RedisStore
 from tests.support.alarms import alarm
-from tests.support.api import TOKEN, call, serving
+from tests.support.api import accounts, call, serving
 from tests.support.central import CheckedAggregator
 from tests.support.waiting import wait_until
 from wire import topics
@@ -118,10 +118,10 @@ def test_alarms_from_an_edge_sink_reach_incidents_over_mqtt(
 
 
 @pytest.fixture
-def api(agg: CheckedAggregator) -> Iterator[str]:
+def api(agg: CheckedAggregator, redis_ns: str) -> Iterator[str]:
     from central.api import create_app
 
-    with serving(create_app(agg, TOKEN)) as url:
+    with serving(create_app(agg, accounts(agg.store.r, redis_ns))) as url:
         yield url
 
 
@@ -129,25 +129,26 @@ def test_http_api_closes_the_loop(agg: CheckedAggregator, api: str) -> None:
     agg.ingest(alarm("bank", 0).to_json().encode(), topic_for())
     assert call(f"{api}/incidents", token=None)[0] == 401
     assert call(f"{api}/incidents", token="wrong-token-wrong-token")[0] == 401
-    status, body = call(f"{api}/health", token=None)
+    assert call(f"{api}/health", token=None) == (200, {"status": "ok"})
+    status, body = call(f"{api}/health")  # signed in: the counts too
     assert status == 200 and body["redis"] is True and body["incidents_open"] == 1
     status, items = call(f"{api}/incidents?status=raised&zone=bank")
     assert status == 200 and len(items) == 1
     iid = items[0]["id"]
     assert call(f"{api}/incidents/nope")[0] == 404
-    assert call(f"{api}/incidents/{iid}/acknowledge", "POST", {"by": "wang"})[1][
-        "status"] == "acknowledged"
-    assert call(f"{api}/incidents/{iid}/resolve", "POST", {"by": "li", "note": ""})[0] == 422
+    assert call(f"{api}/incidents/{iid}/acknowledge", "POST")[1]["status"] == "acknowledged"
+    assert call(f"{api}/incidents/{iid}/resolve", "POST", {"note": ""})[0] == 422
     status, done = call(f"{api}/incidents/{iid}/resolve", "POST",
-                        {"by": "li", "note": "visitor back behind the rail"})
-    assert status == 200 and done["status"] == "resolved" and done["resolved_by"] == "li"
-    assert call(f"{api}/incidents/{iid}/resolve", "POST", {"by": "li", "note": "x"})[0] == 409
+                        {"note": "visitor back behind the rail"})
+    assert status == 200 and done["status"] == "resolved" and done["resolved_by"] == "key:tests"
+    assert call(f"{api}/incidents/{iid}/resolve", "POST", {"note": "x"})[0] == 409
     status, one = call(f"{api}/incidents/{iid}")
     assert [e["type"] for e in one["events"]] == ["alarm", "acknowledged", "resolved"]
     assert call(f"{api}/stats?days=400000")[0] == 422  # out of range is refused, not clamped
     status, stats = call(f"{api}/stats?days=366")
     assert status == 200 and stats["days"] == 366
-    status, spec = call(f"{api}/openapi.json", token=None)
+    assert call(f"{api}/openapi.json", token=None)[0] == 401
+    status, spec = call(f"{api}/openapi.json")
     assert status == 200 and "/incidents/{incident_id}/resolve" in spec["paths"]
 
 

@@ -79,7 +79,9 @@ class Radar:
 @pytest.mark.slow
 def test_live_camera_alarms_reach_the_sink_with_capture_times(
         rtsp: Callable[..., RtspServer], tmp_path: Path) -> None:
-    srv = rtsp()
+    # 4 frames/s: even a loaded machine detects within a frame's interval, so frames
+    # between detections are stepped (at 10/s every frame taken could be a detection)
+    srv = rtsp(fps=4.0)
     loaded = config(tmp_path, [{"id": "gate", "source": srv.url(), "detect_every": 2}])
     out = tmp_path / "alarms.jsonl"
     metrics = EdgeMetrics(CollectorRegistry(), latency_from="capture")
@@ -95,7 +97,11 @@ def test_live_camera_alarms_reach_the_sink_with_capture_times(
         wait_until(lambda: any(a.camera == "gate" for a in alarms()), 45, "a camera alarm")
         cam = w.cameras[0]
         assert w.board.get("gate")[0] is CameraState.ONLINE
-        assert cam.detector_runs >= 1 and cam.processed > cam.detector_runs  # detect_every 2
+        assert cam.detector_runs >= 1
+        # detect_every 2: some frames are stepped without the detector (polled: right after
+        # the first alarm the detector may still be warming up, taking every other frame)
+        wait_until(lambda: cam.processed > cam.detector_runs, 20,
+                   "a frame stepped without the detector (detect_every 2)")
         wait_until(lambda: any(a.camera == "radar-1" for a in alarms()), 5, "radar alarm")
     got = [a for a in alarms() if a.camera == "gate"]
     assert all(started < a.time < time.time() for a in got)  # capture time, epoch

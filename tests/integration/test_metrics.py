@@ -43,9 +43,13 @@ T0 = 1_700_000_000.0
 
 
 
-def scrape(url: str) -> tuple[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]:
+def scrape(url: str, token: str | None = None,
+           ) -> tuple[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]:
     """Content type and samples ``{(name, sorted labels): value}`` of a /metrics page."""
-    with urllib.request.urlopen(url, timeout=5) as resp:
+    req = urllib.request.Request(url)
+    if token is not None:
+        req.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(req, timeout=5) as resp:
         ctype, text = resp.headers["Content-Type"], resp.read().decode()
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for fam in text_string_to_metric_families(text) for s in fam.samples}
@@ -221,10 +225,11 @@ def test_aggregator_metrics_and_the_metrics_endpoint(
     assert get("perimeter_central_alarms_total", kind="intrusion", zone="bank") == 3
 
     from central.api import create_app
-    from tests.support.api import serving
+    from tests.support.api import accounts, serving
 
-    with serving(create_app(agg, TOKEN)) as base:
-        ctype, samples = scrape(f"{base}/metrics")  # no token needed
+    with serving(create_app(agg, accounts(agg.store.r, agg.store.ns, token_role="viewer"))) \
+            as base:
+        ctype, samples = scrape(f"{base}/metrics", TOKEN)  # a viewer key, as Prometheus has
     assert ctype.startswith("text/plain")
     assert value(samples, "perimeter_central_messages_total", result="accepted") == 3
     assert value(samples, "perimeter_central_incidents_open") == 1

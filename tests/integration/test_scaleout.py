@@ -213,22 +213,22 @@ def test_a_redis_restart_under_a_running_central_loses_nothing(
 
 def test_http_api_of_one_worker_sees_and_closes_the_others_incidents(cluster: Cluster) -> None:
     from central.api import create_app
-    from tests.support.api import call, serving
+    from tests.support.api import accounts, call, serving
 
     a, b, zone = incident_owned_by_second_worker(cluster, "h")
-    app = create_app(a.aggregator, "s3cret-token-for-tests", ops=a.ops, modes=a)
+    app = create_app(a.aggregator, accounts(a.redis, cluster.ns), ops=a.ops, modes=a)
     with serving(app) as api:
         status, items = call(f"{api}/incidents?zone={zone}")
         assert status == 200 and len(items) == 1  # b's incident, listed by a
         iid = items[0]["id"]
         status, done = call(f"{api}/incidents/{iid}/resolve", "POST",
-                            {"by": "zhao", "note": "family led away from the water"})
+                            {"note": "family led away from the water"})
         assert status == 200 and done["status"] == "resolved"
-        assert b.aggregator.book.get(iid).resolved_by == "zhao"
+        assert b.aggregator.book.get(iid).resolved_by == "key:tests"
         assert call(f"{api}/mode")[1] == {"mode": None, "available": ["typhoon"]}
-        assert call(f"{api}/mode", "PUT", {"mode": "flood", "by": "x"})[0] == 422
-        assert call(f"{api}/mode", "PUT", {"mode": "typhoon", "by": "x"}, token=None)[0] == 401
-        status, body = call(f"{api}/mode", "PUT", {"mode": "typhoon", "by": "duty officer"})
+        assert call(f"{api}/mode", "PUT", {"mode": "flood"})[0] == 422
+        assert call(f"{api}/mode", "PUT", {"mode": "typhoon"}, token=None)[0] == 401
+        status, body = call(f"{api}/mode", "PUT", {"mode": "typhoon"})
         assert status == 200 and body["mode"] == "typhoon"
         wait_until(lambda: b.planner.mode == "typhoon", what="b follows")
 
@@ -256,14 +256,14 @@ def test_health_answers_degraded_while_redis_is_down(redis_private: Any) -> None
     from central.api import create_app
     from central.incidents.aggregator import Aggregator
     from central.incidents.store import RedisStore
-    from tests.support.api import call, serving
+    from tests.support.api import accounts, call, serving
 
     client = redis.Redis.from_url(redis_private.url, socket_timeout=1,
                                   socket_connect_timeout=1)
     agg = Aggregator(RedisStore(client, ns="health"))
     ops = IncidentOps(agg, PartitionKeys("health", 8), None)
-    with serving(create_app(agg, "s3cret-token-for-tests", ops=ops)) as api:
+    with serving(create_app(agg, accounts(client, "health"), ops=ops)) as api:
         assert call(f"{api}/health", token=None)[1]["status"] == "ok"
         redis_private.stop()
         status, body = call(f"{api}/health", token=None)
-        assert status == 200 and body["status"] == "degraded" and body["redis"] is False
+        assert status == 200 and body == {"status": "degraded"}

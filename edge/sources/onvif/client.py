@@ -14,17 +14,20 @@ from __future__ import annotations
 import datetime as dt
 import http.client
 import logging
+import ssl
 import xml.etree.ElementTree as ET
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from edge.config import OnvifConfig
+from edge.sources import httpauth
 from edge.sources.onvif import soap
 from edge.sources.onvif.discovery import DiscoveredDevice, DiscoveryError, discover
 from edge.sources.onvif.soap import MediaProfile
 
 __all__ = ["DiscoveredDevice", "DiscoveryError", "MediaProfile", "OnvifAuthError", "OnvifClient",
            "OnvifError", "OnvifNoProfilesError", "OnvifProfileNotFoundError",
-           "OnvifResponseError", "OnvifTimeoutError", "OnvifUnreachableError", "discover",
+           "OnvifResponseError", "OnvifTimeoutError", "OnvifTlsError", "OnvifUnreachableError",
+           "discover",
            "redact", "resolve_stream_uri", "stream_uris", "with_credentials"]
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,10 @@ class OnvifAuthError(OnvifError):
     status = "auth_failed"
 
 
+class OnvifTlsError(OnvifUnreachableError):
+    status = "tls"
+
+
 class OnvifNoProfilesError(OnvifError):
     status = "no_profiles"
 
@@ -67,41 +74,74 @@ class OnvifResponseError(OnvifError):
 
 
 class OnvifClient:
-    """One device's Profile S calls over plain HTTP (a new connection per request: cameras
-    drop idle keep-alive connections at will, and five requests do not need pooling)."""
+    """One device's Profile S calls over HTTP or HTTPS (a new connection per request: cameras
+    drop idle keep-alive connections at will, and five requests do not need pooling).
+
+    Every request carries WS-Security when credentials are set; a device that also (or
+    instead) demands HTTP authentication answers 401 with its challenge, and the request is
+    sent once more answering it (Digest, else Basic: ``edge.sources.httpauth``)."""
 
     def __init__(self, cfg: OnvifConfig, *, timeout_s: float = DEFAULT_TIMEOUT_S):
         self.cfg = cfg
         self.timeout_s = timeout_s
-        self.device = f"{cfg.host}:{cfg.port}"
+        self.device = f"{'https://' if cfg.https else ''}{cfg.host}:{cfg.port}"
         self._clock_offset: dt.timedelta | None = None
         self._media_path: str | None = None
+        self._tls = _tls_context(cfg) if cfg.https else None
 
     # -- transport ---------------------------------------------------------------------------
 
     def _call(self, path: str, namespace: str, name: str, body: str, *,
               auth: bool = True) -> ET.Element:
+        ctype = f'application/soap+xml; charset=utf-8; action="{soap.action(namespace, name)}"'
+        headers = {"Content-Type": ctype}
+        status, payload, challenges = self._post(path, self._envelope(body, auth), headers, name)
+        if status == 401 and challenges and self.cfg.username is not None:
+            try:
+                headers["Authorization"] = httpauth.authorization(
+                    challenges, self.cfg.username, self.cfg.password or "", "POST", path)
+            except httpauth.AuthSchemeError as exc:
+                raise OnvifAuthError(self.device, f"{exc} ({name})") from None
+            # a fresh WS-Security nonce: devices refuse one they have seen
+            status, payload, _ = self._post(path, self._envelope(body, auth), headers, name)
+        return self._reply(name, status, payload)
+
+    def _envelope(self, body: str, auth: bool) -> bytes:
         header = ""
         if auth and self.cfg.username is not None:
             now = dt.datetime.now(dt.UTC) + (self._clock_offset or dt.timedelta())
             header = soap.security_header(self.cfg.username, self.cfg.password or "", now)
-        data = soap.envelope(body, header)
-        ctype = f'application/soap+xml; charset=utf-8; action="{soap.action(namespace, name)}"'
-        conn = http.client.HTTPConnection(self.cfg.host, self.cfg.port, timeout=self.timeout_s)
+        return soap.envelope(body, header)
+
+    def _post(self, path: str, data: bytes, headers: dict[str, str],
+              name: str) -> tuple[int, bytes, list[httpauth.Challenge]]:
+        conn: http.client.HTTPConnection
+        if self._tls is not None:
+            conn = http.client.HTTPSConnection(self.cfg.host, self.cfg.port,
+                                               timeout=self.timeout_s, context=self._tls)
+        else:
+            conn = http.client.HTTPConnection(self.cfg.host, self.cfg.port,
+                                              timeout=self.timeout_s)
         try:
-            conn.request("POST", path, data, {"Content-Type": ctype})
+            conn.request("POST", path, data, headers)
             resp = conn.getresponse()
-            status, payload = resp.status, resp.read()
+            status, payload = resp.status, resp.read(soap.MAX_REPLY_BYTES + 1)
+            challenges = httpauth.parse_challenges(resp.headers.get_all("WWW-Authenticate")
+                                                   or [])
         except TimeoutError:
             raise OnvifTimeoutError(self.device, f"no answer within {self.timeout_s:g} s "
                                     f"({name})") from None
+        except ssl.SSLError as exc:
+            raise OnvifTlsError(self.device, f"TLS failed ({exc.reason or exc}; {name}): set "
+                                "onvif.ca_file to the device's certificate, or tls_verify: "
+                                "false on a closed network") from None
         except (OSError, http.client.HTTPException) as exc:
             reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
             raise OnvifUnreachableError(self.device, f"cannot reach the device ({reason}; "
                                         f"{name})") from None
         finally:
             conn.close()
-        return self._reply(name, status, payload)
+        return status, payload, challenges
 
     def _reply(self, name: str, status: int, payload: bytes) -> ET.Element:
         if status == 401:
@@ -182,6 +222,19 @@ class OnvifClient:
         except soap.SoapParseError as exc:
             raise OnvifResponseError(self.device, f"bad reply to GetStreamUri: {exc}") from None
         return with_credentials(uri, self.cfg.username, self.cfg.password)
+
+
+def _tls_context(cfg: OnvifConfig) -> ssl.SSLContext:
+    """Verify the device against ``ca_file`` (its own certificate, for the self-signed ones
+    cameras ship) or the system's CAs; ``tls_verify: false`` checks nothing (logged)."""
+    if not cfg.tls_verify:
+        log.warning("onvif device certificate not checked (tls_verify: false)",
+                    extra={"device": f"{cfg.host}:{cfg.port}"})
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+    return ssl.create_default_context(cafile=cfg.ca_file)
 
 
 def pick_profile(device: str, found: list[MediaProfile], want: str | int | None) -> MediaProfile:

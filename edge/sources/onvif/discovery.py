@@ -4,7 +4,8 @@ A Probe for ``dn:NetworkVideoTransmitter`` goes to 239.255.255.250:3702 with TTL
 spec's: discovery never leaves the link); devices answer by unicast with a ProbeMatch naming
 their service addresses (XAddrs) and scopes (name, hardware, location). The probe is sent
 twice, as WS-Discovery repeats UDP messages, since a lost datagram would hide a camera;
-replies are matched to our MessageID and de-duplicated per device.
+replies are matched to our MessageID and de-duplicated per device, and parsed with
+``defusedxml`` (a datagram carrying a DTD or entities is dropped).
 """
 
 from __future__ import annotations
@@ -15,11 +16,10 @@ import socket
 import struct
 import time
 import uuid
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from edge.sources.onvif.soap import NS
+from edge.sources.onvif.soap import NS, SoapParseError, parse_xml
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +69,11 @@ def probe_message(message_id: str) -> bytes:
 def parse_probe_matches(data: bytes, address: str, message_id: str) -> list[DiscoveredDevice]:
     """The devices in one ProbeMatches datagram answering ``message_id``; [] for anything
     else (another client's traffic, Hello/Bye announcements, garbage)."""
-    if b"<!DOCTYPE" in data[:4096].upper():
-        return []
     try:
-        root = ET.fromstring(data)
-    except ET.ParseError:
-        log.debug("undecodable discovery datagram", extra={"from": address})
+        root = parse_xml(data)
+    except SoapParseError as exc:
+        log.debug("undecodable discovery datagram", extra={"from": address,
+                                                            "reason": str(exc)})
         return []
     relates = root.findtext("s:Header/wsa:RelatesTo", "", NS).strip()
     if relates != message_id:

@@ -2,9 +2,10 @@
 
 Kept apart from the transport so the wire format can be read in one place and checked against
 the ONVIF Core / Media specs. Plain ``xml.etree`` rather than zeep: a camera needs five
-requests, and zeep would fetch or bundle WSDLs for hundreds. SOAP 1.2 forbids a document type
-declaration, so any reply carrying one is refused before parsing (no entity expansion from a
-hostile device).
+requests, and zeep would fetch or bundle WSDLs for hundreds. Replies are parsed with
+``defusedxml``: SOAP 1.2 forbids a document type declaration, so a reply carrying one anywhere
+is refused (no entity expansion, no external entity from a hostile device), and a reply is
+read up to ``MAX_REPLY_BYTES``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
+
+import defusedxml.ElementTree as SafeET
+from defusedxml import DefusedXmlException
 
 NS = {
     "s": "http://www.w3.org/2003/05/soap-envelope",
@@ -30,6 +34,7 @@ NS = {
 }
 _TOKEN = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-username-token-profile-1.0"
 PASSWORD_DIGEST = f"{_TOKEN}#PasswordDigest"
+MAX_REPLY_BYTES = 1024 * 1024  # GetProfiles of a 64-channel recorder is some 100 KB
 BASE64_BINARY = ("http://docs.oasis-open.org/wss/2004/01/"
                  "oasis-200401-wss-soap-message-security-1.0#Base64Binary")
 
@@ -114,14 +119,22 @@ def action(namespace: str, name: str) -> str:
 # -- replies ----------------------------------------------------------------------------------
 
 
-def parse_envelope(data: bytes) -> ET.Element:
-    """The ``s:Body`` of a SOAP 1.2 reply; SoapParseError for anything else."""
-    if b"<!DOCTYPE" in data[:4096].upper():
-        raise SoapParseError("reply carries a DTD, which SOAP forbids")
+def parse_xml(data: bytes) -> ET.Element:
+    """An XML document from a device, safely: no DTD, no entities; SoapParseError else."""
+    if len(data) > MAX_REPLY_BYTES:
+        raise SoapParseError(f"reply larger than {MAX_REPLY_BYTES // 1024} KiB")
     try:
-        root = ET.fromstring(data)
+        root: ET.Element = SafeET.fromstring(data, forbid_dtd=True)
+    except DefusedXmlException:
+        raise SoapParseError("reply carries a DTD or entities, which SOAP forbids") from None
     except ET.ParseError as exc:
         raise SoapParseError(f"reply is not well-formed XML ({exc})") from None
+    return root
+
+
+def parse_envelope(data: bytes) -> ET.Element:
+    """The ``s:Body`` of a SOAP 1.2 reply; SoapParseError for anything else."""
+    root = parse_xml(data)
     if root.tag != f"{{{NS['s']}}}Envelope":
         raise SoapParseError(f"reply is not a SOAP 1.2 envelope (root element {root.tag})")
     body = root.find("s:Body", NS)
