@@ -8,7 +8,6 @@ what was done.
 
 from __future__ import annotations
 
-import datetime as dt
 import hmac
 from collections import Counter
 from typing import Annotated, Any, Protocol
@@ -20,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from central.incidents.aggregator import Aggregator
 from central.incidents.book import LifecycleError, Status
-from central.incidents.ops import CommandTimeout, LocalOps, Ops
+from central.incidents.ops import CommandTimeout, LocalOps, Ops, utc_day
 
 
 class Acknowledge(BaseModel):
@@ -164,8 +163,8 @@ def create_app(aggregator: Aggregator, token: str, *,
         since = aggregator.clock() - days * 86400
         per: Counter[tuple[str, str, str]] = Counter()
         for inc in ops.incidents():
-            if inc["opened_at"] >= since:
-                day = dt.datetime.fromtimestamp(inc["opened_at"], dt.UTC).date().isoformat()
+            day = utc_day(inc["opened_at"])  # None: a time no real incident has (old data)
+            if day is not None and inc["opened_at"] >= since:
                 per[(inc["site"], inc["zone"], day)] += 1
         return {"days": days, "per_zone_day": [
             {"site": s, "zone": z, "day": d, "incidents": n}
