@@ -255,15 +255,26 @@ class Central:
             self.execute(inc.site, self.planner.on_escalation(inc, now))
 
     def _tick_loop(self) -> None:
+        """Escalations, retention, then the upkeep chores, each on its own so that one
+        failing (Redis down, a bug) never holds up the others for good."""
         last_trim = 0.0
         while not self._stop.wait(1.0):
-            try:
-                self.upkeep.run()
-                now = self.clock()
-                self.tick(now)
-                if now - last_trim > 3600:
+            for name, chore in (("tick", self._tick_once), ("upkeep", self.upkeep.run)):
+                try:
+                    chore()
+                except redis.RedisError:
+                    log.exception("central chore failed; retrying", extra={"chore": name})
+                except Exception:  # a bug in one chore must not end escalations for good
+                    log.exception("central chore failed unexpectedly; continuing",
+                                  extra={"chore": name})
+            now = self.clock()
+            if now - last_trim > 3600:
+                try:
                     with self.aggregator.lock:
                         self.store.trim(self.aggregator.book, now)
                     last_trim = now
-            except redis.RedisError:
-                log.exception("central tick failed; retrying")
+                except redis.RedisError:
+                    log.exception("retention trim failed; retrying")
+
+    def _tick_once(self) -> None:
+        self.tick(self.clock())
