@@ -247,6 +247,7 @@ class Central:
                     self.store.record("escalated", inc, {"level": inc.escalation_level})
                 except FencedOut:  # another worker owns it now; it escalates there
                     inc.escalation_level -= 1
+                    inc.escalated_at = None
                     continue
                 escalated.append(inc)
         for inc in escalated:

@@ -61,6 +61,7 @@ class Incident:
     sources: set[str] = field(default_factory=set)
     kinds: set[str] = field(default_factory=set)
     escalation_level: int = 0
+    escalated_at: float | None = None  # central clock of the last escalation
     acknowledged_by: str | None = None
     acknowledged_at: float | None = None
     resolved_by: str | None = None
@@ -79,7 +80,7 @@ class Incident:
             "last_activity": self.last_activity, "alarms": self.alarms,
             "active_alarms": self.active_alarms, "cameras": sorted(self.cameras),
             "sources": sorted(self.sources), "kinds": sorted(self.kinds),
-            "escalation_level": self.escalation_level,
+            "escalation_level": self.escalation_level, "escalated_at": self.escalated_at,
             "acknowledged_by": self.acknowledged_by, "acknowledged_at": self.acknowledged_at,
             "resolved_by": self.resolved_by, "resolved_at": self.resolved_at, "note": self.note,
         }
@@ -221,7 +222,9 @@ class IncidentBook:
         open_id = self._open_by_group.get((site, group))
         if open_id is not None:
             inc = self.incidents[open_id]
-            if arrived - inc.last_activity <= self.merge_window_s:
+            # |...|: an incident stored by an older version with a time far ahead of now
+            # (the edge's clock) must not capture its group either
+            if abs(arrived - inc.last_activity) <= self.merge_window_s:
                 return inc, False
         inc = Incident(id=incident_id, site=site, group=group, zone=alarm.zone,
                        zone_kind=alarm.zone_kind.value, risk=alarm.risk.value,
@@ -261,14 +264,22 @@ class IncidentBook:
 
     def due_escalations(self, now: float, ack_timeout_s: Mapping[str, float],
                         repeat_s: float) -> list[Incident]:
-        """Unacknowledged incidents past their risk's timeout (then every ``repeat_s``)."""
+        """Unacknowledged incidents past their risk's timeout (then every ``repeat_s``), one
+        level at a time: after an outage of the central, or for an incident stored by an
+        older version with a time from the edge's clock, levels come one ``repeat_s`` apart,
+        never one per tick; a time stored ahead of ``now`` counts from ``now``."""
         due = []
         for inc in self.incidents.values():
             if inc.status is not Status.RAISED:
                 continue
+            if inc.opened_at > now:
+                inc.opened_at = now
+            if inc.escalated_at is not None and now - inc.escalated_at < repeat_s:
+                continue
             limit = ack_timeout_s.get(inc.risk, 60.0) + inc.escalation_level * repeat_s
             if now - inc.opened_at >= limit:
                 inc.escalation_level += 1
+                inc.escalated_at = now
                 due.append(inc)
         return due
 

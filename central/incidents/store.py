@@ -38,7 +38,8 @@ def incident_from_dict(d: dict[str, Any]) -> Incident:
         opened_at=d["opened_at"], last_activity=d["last_activity"],
         status=Status(d["status"]), late=bool(d.get("late", False)), alarms=d["alarms"],
         cameras=set(d["cameras"]), sources=set(d["sources"]), kinds=set(d["kinds"]),
-        escalation_level=d["escalation_level"], acknowledged_by=d["acknowledged_by"],
+        escalation_level=d["escalation_level"], escalated_at=d.get("escalated_at"),
+        acknowledged_by=d["acknowledged_by"],
         acknowledged_at=d["acknowledged_at"], resolved_by=d["resolved_by"],
         resolved_at=d["resolved_at"], note=d["note"],
     )

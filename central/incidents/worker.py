@@ -2,12 +2,13 @@
 
 See ``central.streams`` for the partitioning and the leases. The worker is one thread: it
 rebalances about once a second (heartbeat, renew, take or give up partitions), then reads up
-to ``batch`` entries from all its partitions with one blocking XREADGROUP, applies them in
-order through the ``Aggregator`` (which stores every change before the entry is acknowledged)
-and acknowledges them. An entry whose effect could not be stored stays pending and is applied
-again once Redis answers; the incident book's ``event_id`` check makes a second application
-of an already stored alarm a no-op. Commands (acknowledge, resolve) from an API in another
-process travel the same stream, so they are ordered with the alarms of their incident.
+to ``batch`` entries from all its partitions with one blocking XREADGROUP, applies a
+partition's entries in order through the ``Aggregator`` and stores their effects and
+acknowledges them in one write fenced by the partition's lease. An entry whose effect could
+not be stored stays pending and is applied again once Redis answers (or by the partition's
+new owner); the book's ``event_id`` check makes a second application a no-op. Commands
+(acknowledge, resolve) from an API in another process travel the same stream, so they are
+ordered with the alarms of their incident.
 """
 
 from __future__ import annotations

@@ -150,3 +150,27 @@ def test_a_late_incident_becomes_timely_when_someone_is_there_now() -> None:
     assert live.incident.id == "inc0"
     summary = next(iter(live.incident.alarms.values()))  # the first, late alarm
     assert summary["time_flag"] == "late" and summary["arrived_at"] == T
+
+
+def test_after_an_outage_levels_come_one_repeat_apart() -> None:
+    """An incident nobody acknowledged while the central was down for ten minutes climbs
+    one level per ``repeat_s``, not one per tick (each level speaks and notifies)."""
+    book = IncidentBook()
+    book.apply(alarm("bank", T, risk=Risk.HIGH), "park", "inc0", arrived=T)
+    timeouts = {"high": 30.0}
+    back = T + 600  # the central returns
+    got = [len(book.due_escalations(back + s, timeouts, repeat_s=120)) for s in range(0, 5)]
+    assert got == [1, 0, 0, 0, 0]
+    assert len(book.due_escalations(back + 120, timeouts, repeat_s=120)) == 1
+
+
+def test_an_incident_stored_with_an_edge_time_ahead_captures_nothing() -> None:
+    """Incidents stored by an older version carry the edge's time; one ten years ahead must
+    neither swallow new alarms of its group nor never escalate."""
+    book = IncidentBook(merge_window_s=120)
+    book.apply(alarm("bank", T), "park", "legacy", arrived=T + 10 * YEAR)  # as stored then
+    fresh = book.apply(alarm("bank", T, track=2), "park", "fresh", arrived=T)
+    assert fresh is not None and fresh.new_incident and fresh.incident.id == "fresh"
+    assert book.due_escalations(T, {"high": 30.0}, 120) == []
+    assert [i.id for i in book.due_escalations(T + 30, {"high": 30.0}, 120)] == [
+        "legacy", "fresh"]
