@@ -152,8 +152,9 @@ def test_200_valid_and_one_poison_in_one_batch_all_200_stored(
     pub.close()
     central = start_central(host, port, redis_url, redis_ns, site)
     try:
-        wait_until(lambda: central.aggregator.counts["accepted"] == 200, 20, "200 accepted")
-        assert stored_alarm_ids(central.redis, redis_ns) == {a.id for a, _ in good}
+        want = {a.id for a, _ in good}
+        wait_until(lambda: stored_alarm_ids(central.redis, redis_ns) == want, 20, "200 stored")
+        assert central.aggregator.counts["accepted"] == 200
         assert rejected(central) == {"bad_json": 2}
         assert central.redis.xlen(central.store.deadletter_key) == 2
     finally:
@@ -182,9 +183,10 @@ def test_fuzz_thousands_of_hostile_messages_mixed_with_valid_alarms(
             sent += len(chunk)
             wait_until(lambda n=sent: handled(central) >= n, 30,
                        f"{sent} handled")
+        want = {a.id for a, _ in good}
+        wait_until(lambda: stored_alarm_ids(central.redis, redis_ns) == want, 20, "all stored")
         assert rejected(central) == expected
         assert central.aggregator.counts["accepted"] == len(good)
-        assert stored_alarm_ids(central.redis, redis_ns) == {a.id for a, _ in good}
         assert central.redis.xlen(central.store.deadletter_key) == len(bad)
         letters = central.redis.xrange(central.store.deadletter_key, count=5000)
         assert Counter(f[b"reason"].decode().split(":")[0] for _, f in letters) == expected
