@@ -238,3 +238,54 @@ def test_the_dead_letter_stream_keeps_within_its_byte_budget(
         small.dead_letter(b"x", f"bad_json: {i}")
     assert client.xlen(small.deadletter_key) <= 200  # MAXLEN ~ trims whole nodes of 100
     client.close()
+
+
+def test_a_bug_in_checking_or_storing_loses_nothing(
+        mqtt_broker: tuple[str, int], redis_url: str, redis_ns: str, site: str) -> None:
+    """The last line of defence, below the gate: if checking a batch raises (a bug), only the
+    message that raises is refused; if storing raises anything but a Redis error, the
+    checked messages are dead-lettered, never dropped uncounted."""
+    from central.intake.mqtt import Incoming, MqttIntake
+    from tests.support.central import AggregatorSink, CheckedAggregator
+
+    class Buggy(AggregatorSink):
+        store_fails = 1
+
+        def prepare(self, items: list[Incoming]) -> list[Any]:
+            if any(b"trip-check" in i.payload for i in items):
+                raise KeyError("a bug in checking")
+            return super().prepare(items)
+
+        def store(self, prepared: list[Any]) -> object:
+            if any(item.payload.count(b"trip-store") for _, item in prepared) \
+                    and self.store_fails:
+                self.store_fails -= 1
+                raise TypeError("a bug in storing")
+            return super().store(prepared)
+
+    host, port = mqtt_broker
+    r = redis.Redis.from_url(redis_url)
+    agg = CheckedAggregator(RedisStore(r, ns=redis_ns), registry=registry(site, ZONES, CAMERAS))
+    intake = MqttIntake(Buggy(agg), Broker(host, port), client_id=f"bug-{site}")
+    intake.topic = topics.alarm_filter(site)
+    intake.start()
+    rng = random.Random(3)
+    good = [valid(site, i, rng) for i in range(20)]
+    tripped = [valid(site, 100 + i, rng) for i in range(2)]
+    check_bomb = json.loads(tripped[0][0].to_json()) | {"profile": "trip-check"}
+    store_bomb = json.loads(tripped[1][0].to_json()) | {"profile": "trip-store"}
+    pub = Publisher(host, port, f"bugpub-{site}")
+    try:
+        pub.send([(a.to_json().encode(), tp) for a, tp in good[:10]]
+                 + [(json.dumps(check_bomb).encode(), tripped[0][1])]
+                 + [(a.to_json().encode(), tp) for a, tp in good[10:]])
+        wait_until(lambda: agg.counts["accepted"] == 20, 10, "the 20 good ones")
+        assert agg.counts["rejected:error"] == 1
+        pub.send([(json.dumps(store_bomb).encode(), tripped[1][1])])
+        wait_until(lambda: agg.counts["rejected:error"] == 2, 10, "the unstored one refused")
+        reasons = [f[b"reason"] for _, f in r.xrange(agg.store.deadletter_key)]
+        assert reasons == [b"error: check failed", b"error: store failed"]
+    finally:
+        pub.close()
+        intake.stop()
+        r.close()
