@@ -167,6 +167,15 @@ class CentralConfig(Strict):
         return self
 
 
+def _site_file(loaded: Loaded[CentralConfig], value: str) -> Path:
+    """An edge config named in ``central.sites``: as given or beside the central config;
+    one that exists nowhere is reported where it was expected, beside the central config."""
+    found = loaded.resolve_path(value)
+    if not found.exists() and not Path(value).is_absolute():
+        found = loaded.path.parent / value
+    return found.resolve()
+
+
 def load_central_config(path: Path) -> Loaded[CentralConfig]:
     """Parse and validate, the sites' edge configs included (their paths made absolute in
     the result); ConfigError lines name file, line and field."""
@@ -178,7 +187,7 @@ def load_central_config(path: Path) -> Loaded[CentralConfig]:
         raise ConfigError([f"{loaded.where(('central', 'sites'))}: name the edge config files "
                            "of the sites this central serves (or, in a lab, set "
                            "accept_any_site: true)"])
-    files = [loaded.resolve_path(s).resolve() for s in settings.sites]
+    files = [_site_file(loaded, s) for s in settings.sites]
     read_topologies(files)  # every problem of every file, each with its own file and line
     central = settings.model_copy(update={"sites": [str(f) for f in files]})
     return Loaded(loaded.config.model_copy(update={"central": central}), loaded.path,

@@ -129,3 +129,11 @@ def test_an_edited_edge_config_is_picked_up_and_a_broken_one_ignored(
     os.utime(path, (2, 2))
     assert reg.refresh() is False
     assert reg.check("river-park", "cam-bank", "jetty") is None  # the last good registry
+
+
+def test_a_missing_edge_config_is_reported_where_it_was_expected(tmp_path: Path) -> None:
+    central = write(tmp_path, "central.yaml", "central: {sites: [gone.yaml]}\n")
+    with pytest.raises(ConfigError) as err:
+        load_central_config(central)
+    assert err.value.lines == [f"{(tmp_path / 'gone.yaml').resolve()}: cannot read config: "
+                               "No such file or directory"]
