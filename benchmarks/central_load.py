@@ -53,7 +53,7 @@ EDGE = "bench-edge"
 NS = "bench"
 PARTITIONS = 8
 CONFIG = """\
-central: {ack_timeout_s: {high: 86400, medium: 86400, low: 86400}}
+central: {ack_timeout_s: {high: 86400, medium: 86400, low: 86400}, accept_any_site: true}
 speakers: [{id: spk-1}]
 plans:
   - name: all

@@ -12,7 +12,6 @@ what was done.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections import Counter
 from typing import Annotated, Any, Protocol
 
@@ -23,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from central.auth import Accounts, Guard, Principal, Role, caller, maybe_caller, needs, secured_app
 from central.incidents.aggregator import Aggregator
 from central.incidents.book import LifecycleError, Status
-from central.incidents.ops import CommandTimeout, LocalOps, Ops
+from central.incidents.ops import CommandTimeout, LocalOps, Ops, utc_day
 
 
 class Body(BaseModel):
@@ -183,8 +182,8 @@ def create_app(aggregator: Aggregator, accounts: Accounts | Guard, *,
         since = aggregator.clock() - days * 86400
         per: Counter[tuple[str, str, str]] = Counter()
         for inc in ops.incidents():
-            if inc["opened_at"] >= since and who.sees(inc["site"]):
-                day = dt.datetime.fromtimestamp(inc["opened_at"], dt.UTC).date().isoformat()
+            day = utc_day(inc["opened_at"])  # None: a time no real incident has (old data)
+            if day is not None and inc["opened_at"] >= since and who.sees(inc["site"]):
                 per[(inc["site"], inc["zone"], day)] += 1
         return {"days": days, "per_zone_day": [
             {"site": s, "zone": z, "day": d, "incidents": n}

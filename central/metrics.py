@@ -10,17 +10,21 @@ Where each is measured:
 
 ``perimeter_central_messages_total{result}``
     ``accepted``, ``duplicate``, ``orphan_clear`` (``Aggregator.apply``),
-    ``rejected:<reason>`` (``AlarmGate`` at the intake: too_large, bad_topic, bad_json,
-    bad_schema, invalid, unknown_zone), and ``error`` when storing raised (Redis down; the
-    entry is applied again).
+    ``rejected:<reason>`` (``AlarmGate`` at the intake: retained, too_large, bad_topic,
+    bad_json, bad_schema, invalid, topic_mismatch, unknown_site, unknown_camera, wrong_edge,
+    unknown_zone, error; see ``central.intake.validate``), and ``error`` when storing raised
+    (Redis down; the entry is applied again).
 ``perimeter_central_dead_letters_total{reason}``
     rejected messages written to the dead-letter stream (reason as above).
 ``perimeter_central_incidents_opened_total{site,zone}``, ``perimeter_central_alarms_total``
     ``{kind,zone}``: accepted alarm events (duplicates excluded) and the incidents they opened.
 ``perimeter_central_edge_to_intake_seconds``
-    aggregator wall clock when ``apply`` starts minus the alarm's ``time`` (the edge's frame
-    time), for accepted alarms; clock skew below zero is counted as 0. Replays with a
+    the alarm's arrival at the intake (the central's clock) minus its ``time`` (the edge's
+    frame time), for accepted alarms; clock skew below zero is counted as 0. Replays with a
     ``--start-time`` in the past land in ``+Inf``.
+``perimeter_central_alarm_time_flags_total{flag}``
+    accepted alarms whose own time is far from their arrival: ``late``, ``past`` (both
+    recorded without loudspeakers unless the plan says), ``future`` (an edge clock ahead).
 ``perimeter_central_intake_to_speaker_command_seconds``
     from the start of ``apply`` to the return of the MQTT publish of each speaker command of
     a new incident's first plan step (escalations are not counted: no message triggered them).
@@ -45,9 +49,13 @@ Where each is measured:
 ``perimeter_central_intake_queued``, ``perimeter_central_intake_store_retries``
     at scrape time: messages taken from the broker and not yet stored (so not yet
     acknowledged); failed store attempts while Redis was unavailable.
-``perimeter_central_worker_partitions``, ``..._worker_applied``, ``..._worker_skipped``
+``perimeter_central_worker_partitions``, ``..._worker_applied``, ``..._worker_skipped``,
+``..._worker_fenced_out``
     at scrape time: partition streams this worker owns; entries applied; entries skipped
-    as unappliable (each logged).
+    as unappliable (each logged); batches refused because the worker had lost the lease.
+``perimeter_central_partition_backlog{partition}``
+    at the last check (every 5 s): entries in each partition stream, i.e. alarms waiting for
+    a worker (never trimmed before one applied them; ``central.backlog_warn`` logs a warning).
 """
 
 from __future__ import annotations
@@ -87,7 +95,10 @@ class _StateCollector(Collector):
                 GaugeMetricFamily("perimeter_central_intake_store_retries", ""),
                 GaugeMetricFamily("perimeter_central_worker_partitions", ""),
                 GaugeMetricFamily("perimeter_central_worker_applied", ""),
-                GaugeMetricFamily("perimeter_central_worker_skipped", "")]
+                GaugeMetricFamily("perimeter_central_worker_skipped", ""),
+                GaugeMetricFamily("perimeter_central_worker_fenced_out", ""),
+                GaugeMetricFamily("perimeter_central_partition_backlog", "",
+                                  labels=["partition"])]
 
     def collect(self) -> Iterator[Metric]:
         m = self.metrics
@@ -127,7 +138,15 @@ class _StateCollector(Collector):
              "acknowledged since start", m.worker, "applied"),
             ("perimeter_central_worker_skipped", "Stream entries skipped because they could "
              "not be applied (logged) since start", m.worker, "skipped"),
+            ("perimeter_central_worker_fenced_out", "Batches not stored because this worker "
+             "had lost the partition's lease since start", m.worker, "fenced_out"),
         ])
+        backlog = GaugeMetricFamily("perimeter_central_partition_backlog",
+                                    "Entries in each partition stream at the last check "
+                                    "(alarms waiting for a worker)", labels=["partition"])
+        for p, n in enumerate(getattr(m.upkeep, "backlog", None) or []):
+            backlog.add_metric([str(p)], float(n))
+        yield backlog
 
 
 def _plain_gauges(specs: list[tuple[str, str, Any, str]]) -> Iterator[Metric]:
@@ -190,6 +209,9 @@ class CentralMetrics:
         self.notifications = Counter("perimeter_central_notifications",
                                      "Notifications stored in their notifier's outbox",
                                      ["notifier"], registry=registry)
+        self.time_flags = Counter("perimeter_central_alarm_time_flags",
+                                  "Accepted alarms whose own time is far from their arrival",
+                                  ["flag"], registry=registry)
         self.escalations = Counter("perimeter_central_escalations",
                                    "Incidents escalated for want of acknowledgement", ["risk"],
                                    registry=registry)
@@ -201,12 +223,15 @@ class CentralMetrics:
         self.aggregator: Any = None
         self.intake: Any = None
         self.worker: Any = None
+        self.upkeep: Any = None
         self.notifiers: Mapping[str, Any] = {}
         registry.register(_StateCollector(self))
 
     def attach(self, *, aggregator: Any = None, intake: Any = None, worker: Any = None,
-               notifiers: Mapping[str, Any] | None = None) -> None:
+               notifiers: Mapping[str, Any] | None = None, upkeep: Any = None) -> None:
         """The objects the scrape-time gauges read (those given replace earlier ones)."""
+        if upkeep is not None:
+            self.upkeep = upkeep
         if worker is not None:
             self.worker = worker
         if aggregator is not None:

@@ -1,8 +1,10 @@
 """Response plans: which speakers say what and who is notified, for an incident (pure).
 
-``Planner.on_incident`` is called when an incident opens or gains an alarm of a new kind;
-``Planner.on_escalation`` when nobody acknowledged it in time. Both return effects (speaker
-commands and notifications) for the I/O side to carry out. Speaker cooldowns live here so a
+``Planner.on_incident`` is called when an incident opens (or a late one gets a timely alarm);
+``Planner.on_escalation`` when nobody acknowledged it in time. A *late* incident (opened by
+an alarm that arrived long after it happened) gets only what its plan's ``late`` allows: by
+default its notifications, no loudspeaker (the person is long gone). Both return effects
+(speaker commands and notifications) for the I/O side to carry out. Speaker cooldowns live here so a
 crowd that keeps re-alarming does not make a loudspeaker shout every second; a higher
 priority message still gets through.
 """
@@ -72,8 +74,11 @@ class Planner:
 
     def _run(self, inc: Incident, plan: Plan, step: Step, level: int,
              now: float) -> list[SpeakerCommand | Notification]:
+        """The step's effects; a late incident only gets what its plan's ``late`` allows."""
         effects: list[SpeakerCommand | Notification] = []
-        if step.speak is not None:
+        speak = not inc.late or plan.late.speak
+        notify = not inc.late or plan.late.notify
+        if step.speak is not None and speak:
             for spk in self.speakers_for(inc, step):
                 last = self._last_spoken.get((inc.site, spk))
                 quiet = last is not None and now - last[0] < plan.cooldown_s
@@ -81,7 +86,7 @@ class Planner:
                     continue
                 self._last_spoken[(inc.site, spk)] = (now, step.speak.priority)
                 effects.append(SpeakerCommand(spk, inc.id, step.speak, level))
-        for n in step.notify:
+        for n in step.notify if notify else []:
             effects.append(Notification(n, inc.id, governance_payload(inc, level, plan.name)))
         return effects
 
@@ -106,6 +111,7 @@ def governance_payload(inc: Incident, level: int, plan: str) -> dict[str, Any]:
         "severity": inc.severity.value, "status": inc.status.value, "kinds": kinds,
         "gb28181_alarm_types": sorted({GB28181_ALARM_TYPE[k] for k in kinds}),
         "cameras": sorted(inc.cameras), "sources": sorted(inc.sources),
-        "opened_at": inc.opened_at, "escalation_level": level, "plan": plan,
+        "opened_at": inc.opened_at, "late": inc.late, "escalation_level": level,
+        "plan": plan,
         "active_alarms": inc.active_alarms,
     }

@@ -18,10 +18,11 @@ from typing import Any
 
 import redis
 
+from central.clock import RedisClock
 from central.config import CentralConfig
 from central.feedback import SpeakerFeedback
 from central.incidents.aggregator import Aggregator
-from central.incidents.book import Applied, IncidentBook
+from central.incidents.book import Applied, IncidentBook, TimePolicy
 from central.incidents.ops import IncidentOps
 from central.incidents.store import RedisStore, event_fields
 from central.incidents.worker import StreamWorker
@@ -32,8 +33,10 @@ from central.metrics import CentralMetrics
 from central.notify.notifiers import build_notifiers
 from central.notify.webhook import WebhookNotifier
 from central.plans import Notification, Planner, SpeakerCommand
+from central.registry import Registry
 from central.speakers import HttpSpeaker, command_payload
-from central.streams import DEFAULT_PARTITIONS, PartitionKeys
+from central.streams import DEFAULT_PARTITIONS, FencedOut, PartitionKeys
+from central.upkeep import Upkeep
 from wire import topics
 from wire.client import Broker, connect, disconnect, make_client
 from wire.signing import CommandSigner
@@ -48,28 +51,50 @@ class Central:
                  *, ns: str = "perimeter", client_id: str = "perimeter-central",
                  share_group: str | None = None, metrics: CentralMetrics | None = None,
                  worker_id: str | None = None, partitions: int = DEFAULT_PARTITIONS,
-                 lease_s: float = 10.0, signer: CommandSigner | None = None):
+                 lease_s: float = 10.0, signer: CommandSigner | None = None,
+                 registry: Registry | None = None):
+        """``signer`` signs speaker commands (``wire.signing``). ``registry``: the sites
+        served; default: read from ``config.central.sites``. A central with neither a
+        registry nor ``accept_any_site`` (nor the deprecated ``known_zones``) would take any
+        alarm on trust: ``ValueError``."""
         settings = config.central
         self.signer = signer  # signs every speaker command (wire.signing); None: unsigned
         self.config = config
         self.redis = redis.Redis.from_url(redis_url)
-        self.store = RedisStore(self.redis, ns=ns, retention_s=settings.retention_days * 86400)
-        book = IncidentBook(settings.merge_window_s, settings.neighbours)
+        self.clock = RedisClock(self.redis)
+        self.registry = registry if registry is not None else (
+            Registry.load(settings.sites) if settings.sites else None)
+        if self.registry is None and not settings.accept_any_site:
+            if settings.known_zones is None:
+                raise ValueError("no sites registered: name the sites' edge config files in "
+                                 "central.sites (a lab may set accept_any_site: true)")
+            log.warning("central.known_zones is deprecated: name the sites' edge configs in "
+                        "central.sites (site and camera are not checked meanwhile)")
+        self.store = RedisStore(self.redis, ns=ns, retention_s=settings.retention_days * 86400,
+                                deadletter_max_entries=settings.deadletter.max_entries,
+                                deadletter_payload_bytes=settings.deadletter.payload_bytes)
+        clock = settings.clock
+        book = IncidentBook(settings.merge_window_s, settings.neighbours,
+                            TimePolicy(clock.late_s, clock.past_s, clock.future_s))
         self.metrics = metrics
-        self.aggregator = Aggregator(self.store, book, metrics=metrics)
-        self.gate = AlarmGate(self.store.dead_letter, known_zones=settings.known_zones,
-                              counts=self.aggregator.counts, metrics=metrics)
+        self.aggregator = Aggregator(self.store, book, metrics=metrics, clock=self.clock)
+        self.gate = AlarmGate(self.store.dead_letter, registry=self.registry,
+                              known_zones=settings.known_zones, counts=self.aggregator.counts,
+                              metrics=metrics)
         self.planner = Planner(config)
         keys = PartitionKeys(ns, partitions)
         self.worker = StreamWorker(self.aggregator, keys, worker_id or client_id,
                                    lease_s=lease_s)
         self.stream_intake = StreamIntake(self.gate, self.redis, keys, book.group_of)
         self.ops = IncidentOps(self.aggregator, keys, self.worker)
-        self.intake = MqttIntake(self.stream_intake, broker, client_id=client_id,
-                                 share_group=share_group)
+        self.intake = MqttIntake(self.stream_intake, broker, clock=self.clock,
+                                 client_id=client_id, share_group=share_group)
         self.broker = broker
         self.publisher = make_client(broker, f"{client_id}-out", persistent=True,
                                      logger=f"{__name__}.paho")
+        self.upkeep = Upkeep(self.clock, self.redis, keys, self.publisher, self.registry,
+                             publish_s=clock.publish_s, backlog_warn=settings.backlog_warn,
+                             worker_id=worker_id or client_id)
         self.notifiers = build_notifiers(list(config.notifiers), self.redis, ns, broker,
                                          consumer=worker_id or client_id)
         self.http_speakers = {s.id: HttpSpeaker(s.id, s.http_url, signer=signer)
@@ -90,10 +115,15 @@ class Central:
                 if isinstance(n, WebhookNotifier):
                     n.on_delivered = lambda nid, s: metrics.notification_delivery.labels(
                         nid).observe(s)
-            metrics.attach(intake=self.intake, worker=self.worker, notifiers=self.notifiers)
+            metrics.attach(intake=self.intake, worker=self.worker, notifiers=self.notifiers,
+                           upkeep=self.upkeep)
 
     def start(self) -> None:
         """Workers first (they load their partitions' incidents), then the intake."""
+        try:
+            self.clock.sync(force=True)
+        except redis.RedisError as exc:  # the worker's start reports Redis down properly
+            log.warning("central clock not set from redis yet", extra={"error": str(exc)})
         connect(self.publisher, self.broker)
         for n in self.notifiers.values():
             n.start()
@@ -116,9 +146,11 @@ class Central:
         self._http_pool.shutdown(wait=False, cancel_futures=True)
 
     def _on_applied(self, applied: Applied) -> None:
-        if applied.new_incident:
+        """A new incident runs its plan's first step; so does a late incident that a timely
+        alarm just joined (someone is there now, and it never spoke)."""
+        if applied.new_incident or applied.now_timely:
             inc = applied.incident
-            self.execute(inc.site, self.planner.on_incident(inc, time.time()),
+            self.execute(inc.site, self.planner.on_incident(inc, self.clock()),
                          started=self.aggregator.apply_started())
 
     def execute(self, site: str, effects: list[SpeakerCommand | Notification], *,
@@ -207,28 +239,48 @@ class Central:
             log.warning("emergency mode now in force", extra={"mode": mode})
 
     def tick(self, now: float) -> None:
-        """Follow the shared emergency mode; escalate what nobody acknowledged in time."""
+        """Follow the shared emergency mode; escalate what nobody acknowledged in time (on
+        the central's clock: ``now``)."""
         self._sync_mode()
         s = self.config.central
+        escalated = []
         with self.aggregator.lock:
             due = self.aggregator.book.due_escalations(now, s.ack_timeout_s,
                                                        s.escalation_repeat_s)
             for inc in due:
-                self.store.record("escalated", inc, {"level": inc.escalation_level})
-        for inc in due:
+                try:
+                    self.store.record("escalated", inc, {"level": inc.escalation_level})
+                except FencedOut:  # another worker owns it now; it escalates there
+                    inc.escalation_level -= 1
+                    inc.escalated_at = None
+                    continue
+                escalated.append(inc)
+        for inc in escalated:
             if self.metrics is not None:
                 self.metrics.escalations.labels(inc.risk).inc()
             self.execute(inc.site, self.planner.on_escalation(inc, now))
 
     def _tick_loop(self) -> None:
+        """Escalations, retention, then the upkeep chores, each on its own so that one
+        failing (Redis down, a bug) never holds up the others for good."""
         last_trim = 0.0
         while not self._stop.wait(1.0):
-            now = time.time()
-            try:
-                self.tick(now)
-                if now - last_trim > 3600:
+            for name, chore in (("tick", self._tick_once), ("upkeep", self.upkeep.run)):
+                try:
+                    chore()
+                except redis.RedisError:
+                    log.exception("central chore failed; retrying", extra={"chore": name})
+                except Exception:  # a bug in one chore must not end escalations for good
+                    log.exception("central chore failed unexpectedly; continuing",
+                                  extra={"chore": name})
+            now = self.clock()
+            if now - last_trim > 3600:
+                try:
                     with self.aggregator.lock:
                         self.store.trim(self.aggregator.book, now)
                     last_trim = now
-            except redis.RedisError:
-                log.exception("central tick failed; retrying")
+                except redis.RedisError:
+                    log.exception("retention trim failed; retrying")
+
+    def _tick_once(self) -> None:
+        self.tick(self.clock())

@@ -196,7 +196,9 @@ def _run(args: DemoOptions, stop: threading.Event) -> int:
             stack.enter_context(temp_env(name, secret))
         cfg = cfg.model_copy(update={"notifiers": [
             n.model_copy(update={"url": receiver.url, "secret_env": n.secret_env or SECRET_ENV})
-            if n.kind == "webhook" else n for n in cfg.notifiers]})
+            if n.kind == "webhook" else n for n in cfg.notifiers],
+            # the central serves the one edge the demo runs (its registry of what exists)
+            "central": cfg.central.model_copy(update={"sites": [str(args.config.resolve())]})})
 
         # 4. the central aggregator and its API
         from central.api import create_app

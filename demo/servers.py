@@ -1,8 +1,9 @@
 """``perimeter demo``'s in-process servers: the governance centre's stand-in and the API.
 
 ``WebhookReceiver`` takes the webhook notifications the central sends, on a free loopback
-port, and checks every request's HMAC signature (``central.notify.request``) with the secret
-generated for the run: 200 when it holds, 401 otherwise. ``ApiServer`` runs the central's
+port, and checks every request's HMAC signature (``central.notify.request``: timestamp,
+idempotency key and body) with the secret generated for the run, the way a governance centre
+should: 200 when it holds, 401 otherwise. ``ApiServer`` runs the central's
 HTTP API (uvicorn) in a thread on the port asked for.
 """
 
@@ -59,10 +60,10 @@ class WebhookReceiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length > 0 else b""
-                ok = (self.path == WEBHOOK_PATH and verify_signature(
-                    receiver.secret, self.headers.get(TIMESTAMP_HEADER, ""), body,
-                    self.headers.get(SIGNATURE_HEADER, "")))
                 key = self.headers.get(IDEMPOTENCY_HEADER, "")
+                ok = (self.path == WEBHOOK_PATH and verify_signature(
+                    receiver.secret, self.headers.get(TIMESTAMP_HEADER, ""), key, body,
+                    self.headers.get(SIGNATURE_HEADER, "")))
                 try:
                     payload = json.loads(body) if ok else {}
                 except ValueError:

@@ -15,17 +15,18 @@ from wire.client import Broker, Tls, read_secret
 from zones.config import CalibrationConfig, ZoneConfig
 from zones.profiles import Period
 from zones.radar_config import FusionConfig, GroundZoneConfig, RadarConfig, SiteOrigin
+from zones.site import DEFAULT_EDGE_ID, DEFAULT_SITE_ID, ID_PATTERN, SiteTopology, build_topology
 
 
 class SiteConfig(Strict):
-    id: str = Field("default", pattern=r"^[A-Za-z0-9_.-]+$", description="site id (MQTT topics)")
+    id: str = Field(DEFAULT_SITE_ID, pattern=ID_PATTERN, description="site id (MQTT topics)")
     timezone: str = Field("Asia/Shanghai", description="IANA zone the schedule is written in")
     origin: SiteOrigin | None = Field(None, description="lat/lon of site (0, 0) metres, for "
                                                         "radars and fences given in lat/lon")
 
 
 class EdgeConfig(Strict):
-    id: str = Field("edge-1", pattern=r"^[A-Za-z0-9_.-]+$", description="this edge box")
+    id: str = Field(DEFAULT_EDGE_ID, pattern=ID_PATTERN, description="this edge box")
     snapshot_dir: str | None = Field(
         None, description="live worker: write a JPEG of each raised alarm's frame here "
                           "(relative to the config file); its name goes into the evidence")
@@ -208,6 +209,13 @@ class PerimeterConfig(Strict):
         if not self.cameras and not self.radars:
             raise ValueError("a site needs at least one camera or one radar")
         return self
+
+    def topology(self) -> SiteTopology:
+        """What this box may alarm about (site, edge, sensors, zones): what the central's
+        registry reads from this same file (``zones.site``)."""
+        return build_topology(self.site.id, self.edge.id,
+                              [(c.id, c.zones) for c in self.cameras], self.radars,
+                              self.ground_zones)
 
 
 LoadedConfig = Loaded[PerimeterConfig]

@@ -41,6 +41,9 @@ Live cameras (``perimeter run``, ``edge.live.worker``) add:
     (the box cannot keep up).
 ``perimeter_edge_camera_reconnects_total``
     connections lost after frames had flowed (each is followed by reconnect attempts).
+``perimeter_edge_clock_offset_seconds{edge}`` (no camera label)
+    this box's clock minus the central's, measured from the central's clock messages
+    (``edge.uplink.session``); absent until the first one arrives.
 """
 
 from __future__ import annotations
@@ -142,6 +145,10 @@ class EdgeMetrics:
         self.camera_reconnects = Counter(
             "perimeter_edge_camera_reconnects",
             "Live camera connections lost after frames had flowed", ["camera"],
+            registry=registry)
+        self.clock_offset = Gauge(
+            "perimeter_edge_clock_offset_seconds",
+            "This box's clock minus the central's (positive: the box runs ahead)", ["edge"],
             registry=registry)
 
     def camera(self, camera: str) -> CameraMetrics:

@@ -6,7 +6,15 @@ domain models of the pure core. This module holds the rest.
 
 Edge status (``topics.edge_status``, retained, QoS 1)::
 
-    {"state": "online" | "offline", "edge_id": "edge-1", "time": 1700000000.0}
+    {"state": "online" | "offline", "edge_id": "edge-1", "time": 1700000000.0,
+     "clock_offset_s": 0.012, "clock_rtt_s": 0.004}
+
+``clock_offset_s`` (present once measured) is the edge's clock minus the central's (positive:
+the edge runs ahead), measured from the central's clock messages below; ``clock_rtt_s`` the
+MQTT round trip it was corrected with. The edge publishes ``online`` again when its offset
+first becomes known and whenever it moves by more than a second, so the retained status
+always says how far the box's clock is off; the central flags alarms whose time is far from
+their arrival regardless (``central.config.ClockSettings``).
 
 ``offline`` is registered as the last will before every (re)connect, so the broker publishes
 it when the connection drops without a DISCONNECT; there ``time`` is when the will was
@@ -20,6 +28,14 @@ Camera status (``topics.camera_status``, retained, QoS 1)::
 
 After an edge crash the camera topics keep their last state while the edge's own status
 (its will) says offline: consumers read both.
+
+Central clock (``topics.central_clock``, retained, QoS 0), every few seconds::
+
+    {"time": 1700000000.0, "worker": "w1"}
+
+``time`` is the central's clock (the Redis server's ``TIME``, shared by every central worker)
+when published. A subscriber uses only live messages for its offset: a retained one may be
+old (the broker hands it to a new subscriber as it was stored).
 
 Speaker command (``topics.speaker_command``, QoS 1, not retained): ``CommandMessage``; every
 key required::
@@ -76,10 +92,34 @@ ONLINE, OFFLINE = "online", "offline"
 State = Literal["playing", "done", "skipped", "failed"]
 
 
-def edge_status(state: str, edge_id: str, at: float | None = None) -> str:
-    """The JSON of an edge's status message (``at`` defaults to now)."""
-    return json.dumps({"state": state, "edge_id": edge_id,
-                       "time": time.time() if at is None else at})
+def edge_status(state: str, edge_id: str, at: float | None = None, *,
+                clock_offset_s: float | None = None, clock_rtt_s: float | None = None) -> str:
+    """The JSON of an edge's status message (``at`` defaults to now); the clock fields only
+    once the edge has measured them."""
+    out: dict[str, object] = {"state": state, "edge_id": edge_id,
+                              "time": time.time() if at is None else at}
+    if clock_offset_s is not None:
+        out["clock_offset_s"] = round(clock_offset_s, 4)
+    if clock_rtt_s is not None:
+        out["clock_rtt_s"] = round(clock_rtt_s, 4)
+    return json.dumps(out)
+
+
+def central_clock(at: float, worker: str) -> str:
+    """The JSON of the central's clock message."""
+    return json.dumps({"time": at, "worker": worker})
+
+
+def parse_central_clock(payload: bytes | bytearray) -> float | None:
+    """The central's time in a clock message; None unless it is a finite epoch time."""
+    try:
+        data = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    t = data.get("time") if isinstance(data, dict) else None
+    if isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t < 4_102_444_800:
+        return None
+    return float(t)
 
 
 def camera_status(state: str, camera: str, edge_id: str, reason: str,

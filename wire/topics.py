@@ -23,6 +23,7 @@ topic                                                       retained   from -> t
 ``{prefix}/{s}/speaker/{speaker}/command``                  no         central -> speaker
 ``{prefix}/{s}/speaker/{speaker}/status``                   no         speaker -> central
 ``{prefix}/{s}/speaker/{speaker}/availability``             yes, will  speaker -> anyone
+``{prefix}/{s}/central/clock``                              yes        central -> edges
 ==========================================================  =========  ====================
 """
 
@@ -111,6 +112,11 @@ def edge_status(site: str, edge_id: str) -> str:
 def camera_status(site: str, edge_id: str, camera: str) -> str:
     """One live camera's state as its edge worker sees it (retained)."""
     return f"{edge_status(site, edge_id).removesuffix('/status')}/camera/{sanitize(camera)}/status"
+
+
+def central_clock(site: str) -> str:
+    """The central's clock, published for the site's edges (retained; QoS 0)."""
+    return f"{PREFIX}/{segment('site', site)}/central/clock"
 
 
 # -- radars ------------------------------------------------------------------------------------

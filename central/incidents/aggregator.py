@@ -22,13 +22,15 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from central.incidents.book import Applied, Incident, IncidentBook
-from central.incidents.store import RedisStore
+from central.incidents.store import Ack, RedisStore
 from zones.alarm import Alarm
 
 if TYPE_CHECKING:
     from central.metrics import CentralMetrics
 
 log = logging.getLogger(__name__)
+
+FLAG_LOG_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -49,24 +51,26 @@ class Aggregator:
         self.book = book or IncidentBook()
         self.clock = clock
         self.lock = threading.Lock()
-        # accepted, duplicate, orphan_clear; the intake's gate adds its rejections here
+        # accepted, duplicate, orphan_clear, time:<flag>; the gate adds its rejections here
         self.counts: Counter[str] = Counter()
         self.listeners: list[Callable[[Applied], None]] = []
         self.metrics = metrics
         self._applying = threading.local()
         self._batch_events = threading.local()  # event ids applied in this thread's batch
+        self._flag_logged: dict[tuple[str, str, str], float] = {}
         if metrics is not None:
             metrics.attach(aggregator=self)
 
     @contextmanager
-    def batch(self) -> Iterator[None]:
-        """Apply several messages with one Redis write at the end (``RedisStore.batch``).
-        If that write fails, the events of the batch are forgotten by the book, so their
-        redelivery (the stream entries stay unacknowledged) applies and stores them again."""
+    def batch(self, ack: Ack | None = None) -> Iterator[None]:
+        """Apply several messages with one Redis write at the end (``RedisStore.batch``),
+        which also acknowledges ``ack``'s stream entries. If that write fails (Redis down, or
+        fenced out), the events of the batch are forgotten by the book, so their redelivery
+        (the stream entries stay unacknowledged) applies and stores them again."""
         events: list[str] = []
         self._batch_events.events = events
         try:
-            with self.store.batch():
+            with self.store.batch(ack):
                 yield
         except BaseException:
             with self.lock:
@@ -80,13 +84,15 @@ class Aggregator:
         with self.lock:
             return self.store.load(self.book)
 
-    def apply(self, alarm: Alarm, site: str) -> IngestResult:
-        """One checked alarm from an edge of ``site``: merged, stored, listeners told."""
+    def apply(self, alarm: Alarm, site: str, arrived: float | None = None) -> IngestResult:
+        """One checked alarm from an edge of ``site`` that reached the central at ``arrived``
+        (its clock; default: now): merged, stored, listeners told."""
+        when = self.clock() if arrived is None else arrived
         if self.metrics is None:
-            return self._apply(alarm, site, None)
+            return self._apply(alarm, site, when, None)
         self._applying.started = time.perf_counter()
         try:
-            return self._apply(alarm, site, self.metrics)
+            return self._apply(alarm, site, when, self.metrics)
         finally:
             self._applying.started = None
 
@@ -95,10 +101,11 @@ class Aggregator:
         (listeners use it to time their effects); None outside one or without metrics."""
         return getattr(self._applying, "started", None)
 
-    def _apply(self, alarm: Alarm, site: str, m: CentralMetrics | None) -> IngestResult:
-        received = self.clock() if m is not None else 0.0
+    def _apply(self, alarm: Alarm, site: str, arrived: float,
+               m: CentralMetrics | None) -> IngestResult:
         with self.lock:
-            applied = self.book.apply(alarm, site, incident_id=str(uuid.uuid4()))
+            applied = self.book.apply(alarm, site, incident_id=str(uuid.uuid4()),
+                                      arrived=arrived)
             if applied is None:
                 self.counts["orphan_clear"] += 1
                 if m is not None:
@@ -121,15 +128,37 @@ class Aggregator:
                     m.error.inc()
                 raise
             self.counts["accepted"] += 1
+            if applied.flag is not None:
+                self.counts[f"time:{applied.flag}"] += 1
+        if applied.flag is not None:
+            self._log_flag(applied.flag, alarm, site, arrived)
         if m is not None:
             m.accepted.inc()
             m.alarms.labels(alarm.kind.value, alarm.zone).inc()
-            m.edge_to_intake.observe(max(0.0, received - alarm.time))
+            m.edge_to_intake.observe(max(0.0, arrived - alarm.time))
+            if applied.flag is not None:
+                m.time_flags.labels(applied.flag).inc()
             if applied.new_incident:
                 m.incidents_opened.labels(site, applied.incident.zone).inc()
         for listener in self.listeners:
             listener(applied)
         return IngestResult(True, "", applied)
+
+    def _log_flag(self, flag: str, alarm: Alarm, site: str, arrived: float) -> None:
+        """Log a flagged alarm time, once per site, camera and flag every ``FLAG_LOG_S`` (an
+        outbox emptying after an outage delivers thousands of late alarms at once)."""
+        key = (site, alarm.camera, flag)
+        now = time.monotonic()
+        last = self._flag_logged.get(key)
+        if last is not None and now - last < FLAG_LOG_S:
+            return
+        if len(self._flag_logged) > 10_000:
+            self._flag_logged.clear()
+        self._flag_logged[key] = now
+        log.warning("alarm time far from its arrival (edge clock or a late delivery)", extra={
+            "flag": flag, "site": site, "camera": alarm.camera, "zone": alarm.zone,
+            "event_id": alarm.event_id, "alarm_time": alarm.time,
+            "arrived": round(arrived, 3), "skew_s": round(alarm.time - arrived, 3)})
 
     def record(self, kind: str, inc: Incident, data: dict[str, Any]) -> None:
         """Persist one change, riding out a Redis restart (call with the lock held).

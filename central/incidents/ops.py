@@ -8,17 +8,43 @@ reply (``central.streams``, ``central.incidents.worker``).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
+import math
 import uuid
 from typing import Any, Protocol
 
 from central.incidents.aggregator import Aggregator
 from central.incidents.book import LifecycleError
 from central.incidents.worker import StreamWorker
-from central.streams import PartitionKeys, partition_of
+from central.streams import FencedOut, PartitionKeys, partition_of
 
 log = logging.getLogger(__name__)
+
+
+def utc_day(value: Any) -> str | None:
+    """``YYYY-MM-DD`` (UTC) of an epoch time read from storage; None for anything that is not
+    a finite time between the epoch and the year 9999. Incidents stored before alarm times
+    were checked (``time: 1e300``, NaN) must not make a statistics page fail."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    try:
+        return dt.datetime.fromtimestamp(value, dt.UTC).date().isoformat()
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _load(raw: bytes | str) -> dict[str, Any]:
+    """An incident as stored; a NaN or Infinity that older versions let into storage reads as
+    null, so no answer of the API fails to encode."""
+    out: dict[str, Any] = json.loads(raw, parse_constant=lambda _: None)
+    return out
+
+
+def _time(value: Any) -> float:
+    """A stored time for sorting (anything unreadable sorts last)."""
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else 0.0
 
 
 class CommandTimeout(RuntimeError):
@@ -40,16 +66,15 @@ class IncidentOps:
         """All incidents in Redis, newest first."""
         raw: dict[bytes, bytes] = self.r.hgetall(  # type: ignore[assignment]
             self.aggregator.store.incidents_key)
-        out = [json.loads(v) for v in raw.values()]
-        return sorted(out, key=lambda d: -float(d["opened_at"]))
+        out = [_load(v) for v in raw.values()]
+        return sorted(out, key=lambda d: -_time(d.get("opened_at")))
 
     def get(self, incident_id: str) -> dict[str, Any]:
         """One incident; KeyError if unknown."""
         raw = self.r.hget(self.aggregator.store.incidents_key, incident_id)
         if raw is None:
             raise KeyError(f"no incident {incident_id}")
-        out: dict[str, Any] = json.loads(raw)
-        return out
+        return _load(raw)
 
     def acknowledge(self, incident_id: str, who: str) -> dict[str, Any]:
         return self._route("acknowledge", incident_id, {"by": who})
@@ -61,7 +86,11 @@ class IncidentOps:
         inc = self.get(incident_id)
         if self.worker is not None and self.worker.owns(inc["site"], inc["group"]):
             fn = getattr(self.aggregator, op)
-            return dict(fn(incident_id, *args.values()).to_dict())
+            try:
+                return dict(fn(incident_id, *args.values()).to_dict())
+            except FencedOut:  # the partition moved on meanwhile: ask its new owner
+                log.info("incident's partition moved during a command; routing it",
+                         extra={"incident": incident_id, "op": op})
         request = str(uuid.uuid4())
         p = partition_of(inc["site"], inc["group"], self.keys.partitions)
         self.r.xadd(self.keys.stream(p), {"k": "cmd", "op": op, "incident": incident_id,

@@ -9,6 +9,7 @@ trimmed to ``retention_s`` (resolved incidents older than that leave the hash to
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -21,9 +22,13 @@ from typing import Any
 import redis
 
 from central.incidents.book import Incident, IncidentBook, Status
+from central.streams import FENCED_WRITE, FencedOut
 from zones.alarm import Severity
 
 log = logging.getLogger(__name__)
+
+DEADLETTER_REASON_BYTES = 500
+DEADLETTER_TOPIC_BYTES = 256
 
 
 def incident_from_dict(d: dict[str, Any]) -> Incident:
@@ -31,9 +36,10 @@ def incident_from_dict(d: dict[str, Any]) -> Incident:
         id=d["id"], site=d["site"], group=d["group"], zone=d["zone"],
         zone_kind=d["zone_kind"], risk=d["risk"], severity=Severity(d["severity"]),
         opened_at=d["opened_at"], last_activity=d["last_activity"],
-        status=Status(d["status"]), alarms=d["alarms"], cameras=set(d["cameras"]),
-        sources=set(d["sources"]), kinds=set(d["kinds"]),
-        escalation_level=d["escalation_level"], acknowledged_by=d["acknowledged_by"],
+        status=Status(d["status"]), late=bool(d.get("late", False)), alarms=d["alarms"],
+        cameras=set(d["cameras"]), sources=set(d["sources"]), kinds=set(d["kinds"]),
+        escalation_level=d["escalation_level"], escalated_at=d.get("escalated_at"),
+        acknowledged_by=d["acknowledged_by"],
         acknowledged_at=d["acknowledged_at"], resolved_by=d["resolved_by"],
         resolved_at=d["resolved_at"], note=d["note"],
     )
@@ -50,6 +56,17 @@ def state_json(inc: Incident) -> str:
     return json.dumps(inc.to_dict(), separators=(",", ":"))
 
 
+@dataclass(frozen=True)
+class Ack:
+    """Stream entries a batch applied: acknowledged in the same atomic step as its writes,
+    only while ``fence`` (lease key, expected value) still holds (``central.streams``)."""
+
+    stream: str
+    group: str
+    ids: list[Any]
+    fence: tuple[str, str]
+
+
 @dataclass
 class _Batch:
     events: list[dict[Any, Any]] = field(default_factory=list)
@@ -57,25 +74,39 @@ class _Batch:
     after: list[Callable[[], None]] = field(default_factory=list)
 
 
+Fences = Callable[[Incident], tuple[str, str] | None]
+
+
 class RedisStore:
-    """Reads and writes the book's state in Redis under the key prefix ``ns``."""
+    """Reads and writes the book's state in Redis under the key prefix ``ns``.
+
+    ``fence_for`` (set by the incident worker) gives, for an incident, the lease that must
+    still be this process's for its state to be written; every write then goes through
+    ``FENCED_WRITE`` and raises ``FencedOut`` (writing nothing) when a lease was lost.
+    """
 
     def __init__(self, client: redis.Redis, ns: str = "perimeter",
-                 retention_s: float = 30 * 86400):
+                 retention_s: float = 30 * 86400, *, deadletter_max_entries: int = 10_000,
+                 deadletter_payload_bytes: int = 4096):
         self.r = client
         self.ns = ns
         self.retention_s = retention_s
+        self.deadletter_max_entries = deadletter_max_entries
+        self.deadletter_payload_bytes = deadletter_payload_bytes
         self.events_key = f"{ns}:events"
         self.incidents_key = f"{ns}:incidents"
         self.deadletter_key = f"{ns}:deadletter"
+        self.fence_for: Fences | None = None
+        self._fenced_write = client.register_script(FENCED_WRITE)
         self._local = threading.local()
 
     @contextmanager
-    def batch(self) -> Iterator[None]:
-        """Within this thread, collect ``record`` calls and write them in one MULTI/EXEC
-        when the block ends (each incident's state once, at its latest). Callbacks given
-        to ``after_write`` run only once that write succeeded. A worker applying a batch of
-        stream entries pays one round trip instead of one per entry."""
+    def batch(self, ack: Ack | None = None) -> Iterator[None]:
+        """Within this thread, collect ``record`` calls and write them in one atomic step
+        when the block ends (each incident's state once, at its latest), acknowledging
+        ``ack``'s entries in the same step. Callbacks given to ``after_write`` run only once
+        that write succeeded. A worker applying a batch of stream entries pays one round trip
+        instead of one per entry."""
         if getattr(self._local, "batch", None) is not None:
             yield  # already batching: the outer block writes
             return
@@ -85,16 +116,49 @@ class RedisStore:
             yield
         finally:
             self._local.batch = None
-        if pending.events:
-            pipe = self.r.pipeline(transaction=True)
-            for fields in pending.events:
-                pipe.xadd(self.events_key, fields)
-            pipe.hset(self.incidents_key, mapping={
-                i.id: state_json(i)
-                for i in pending.states.values()})
-            pipe.execute()
+        self._write(pending.events, list(pending.states.values()), ack)
         for fn in pending.after:
             fn()
+
+    def _fences(self, states: list[Incident], ack: Ack | None) -> list[tuple[str, str]]:
+        found = {ack.fence} if ack is not None else set()
+        if self.fence_for is not None:
+            for inc in states:
+                f = self.fence_for(inc)
+                if f is not None:
+                    found.add(f)
+        return sorted(found)
+
+    def _write(self, events: list[dict[Any, Any]], states: list[Incident],
+               ack: Ack | None) -> None:
+        """Events and states (and the acknowledgement), all or nothing."""
+        fences = self._fences(states, ack)
+        if not fences:
+            if events or states or ack is not None:
+                pipe = self.r.pipeline(transaction=True)
+                for fields in events:
+                    pipe.xadd(self.events_key, fields)
+                if states:
+                    pipe.hset(self.incidents_key,
+                              mapping={i.id: state_json(i) for i in states})
+                if ack is not None and ack.ids:
+                    pipe.xack(ack.stream, ack.group, *ack.ids)
+                pipe.execute()
+            return
+        args: list[Any] = [len(fences), *(value for _, value in fences),
+                           ack.group if ack is not None else "", len(events)]
+        for fields in events:
+            args += [fields["type"], fields["incident"], fields["t"], fields["data"]]
+        args.append(len(states))
+        for inc in states:
+            args += [inc.id, state_json(inc)]
+        if ack is not None:
+            args += list(ack.ids)
+        keys = [self.events_key, self.incidents_key,
+                ack.stream if ack is not None else self.events_key,
+                *(key for key, _ in fences)]
+        if not self._fenced_write(keys=keys, args=args):
+            raise FencedOut(f"lease lost: {[key for key, _ in fences]}; nothing written")
 
     def after_write(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` once what this thread recorded is stored (now, outside a batch)."""
@@ -104,20 +168,16 @@ class RedisStore:
         else:
             pending.after.append(fn)
 
-    def record(self, kind: str, incident: Incident, data: dict[str, Any]) -> str:
-        """Append one event and store the incident's state, atomically; returns the entry id
-        (empty inside a ``batch``, which writes later)."""
+    def record(self, kind: str, incident: Incident, data: dict[str, Any]) -> None:
+        """Append one event and store the incident's state, atomically (inside a ``batch``:
+        when the batch is written)."""
         pending: _Batch | None = getattr(self._local, "batch", None)
+        fields = event_fields(kind, incident.id, data)
         if pending is not None:
-            pending.events.append(event_fields(kind, incident.id, data))
+            pending.events.append(fields)
             pending.states[incident.id] = incident
-            return ""
-        pipe = self.r.pipeline(transaction=True)
-        pipe.xadd(self.events_key, event_fields(kind, incident.id, data))
-        pipe.hset(self.incidents_key, incident.id,
-                  state_json(incident))
-        entry_id, _ = pipe.execute()
-        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+            return
+        self._write([fields], [incident], None)
 
     def resync(self, book: IncidentBook) -> int:
         """Write every incident the book holds (after Redis came back, possibly empty)."""
@@ -127,13 +187,17 @@ class RedisStore:
                 for i in book.incidents.values()})
         return len(book.incidents)
 
-    def dead_letter(self, payload: bytes, reason: str, topic: str = "",
-                    max_len: int = 100_000) -> None:
-        """Keep a rejected message (truncated to 64 KiB) with why it was rejected."""
+    def dead_letter(self, payload: bytes, reason: str, topic: str = "") -> None:
+        """Keep a refused message with why it was refused, within the byte budget: the first
+        ``deadletter_payload_bytes`` of the payload, its full size and SHA-256 (to match it
+        with the sender's copy), at most ``deadletter_max_entries`` entries (README: "Dead
+        letters" has the arithmetic)."""
         self.r.xadd(self.deadletter_key, {
-            "reason": reason[:1000], "topic": topic[:500], "t": f"{time.time():.6f}",
-            "payload": payload[:65536],
-        }, maxlen=max_len, approximate=True)
+            "reason": reason[:DEADLETTER_REASON_BYTES],
+            "topic": topic[:DEADLETTER_TOPIC_BYTES], "t": f"{time.time():.6f}",
+            "size": str(len(payload)), "sha256": hashlib.sha256(payload).hexdigest(),
+            "payload": payload[:self.deadletter_payload_bytes],
+        }, maxlen=self.deadletter_max_entries, approximate=True)
 
     def load(self, book: IncidentBook,
              where: Callable[[str, str], bool] | None = None) -> int:

@@ -2,12 +2,13 @@
 
 See ``central.streams`` for the partitioning and the leases. The worker is one thread: it
 rebalances about once a second (heartbeat, renew, take or give up partitions), then reads up
-to ``batch`` entries from all its partitions with one blocking XREADGROUP, applies them in
-order through the ``Aggregator`` (which stores every change before the entry is acknowledged)
-and acknowledges them. An entry whose effect could not be stored stays pending and is applied
-again once Redis answers; the incident book's ``event_id`` check makes a second application
-of an already stored alarm a no-op. Commands (acknowledge, resolve) from an API in another
-process travel the same stream, so they are ordered with the alarms of their incident.
+to ``batch`` entries from all its partitions with one blocking XREADGROUP, applies a
+partition's entries in order through the ``Aggregator`` and stores their effects and
+acknowledges them in one write fenced by the partition's lease. An entry whose effect could
+not be stored stays pending and is applied again once Redis answers (or by the partition's
+new owner); the book's ``event_id`` check makes a second application a no-op. Commands
+(acknowledge, resolve) from an API in another process travel the same stream, so they are
+ordered with the alarms of their incident.
 """
 
 from __future__ import annotations
@@ -21,8 +22,17 @@ from typing import Any
 import redis
 
 from central.incidents.aggregator import Aggregator
-from central.incidents.book import LifecycleError
-from central.streams import GROUP, Leases, PartitionKeys, ensure_group, partition_of, text
+from central.incidents.book import Incident, LifecycleError
+from central.incidents.store import Ack
+from central.streams import (
+    GROUP,
+    FencedOut,
+    Leases,
+    PartitionKeys,
+    ensure_group,
+    partition_of,
+    text,
+)
 from wire import topics
 from zones.alarm import Alarm
 
@@ -53,6 +63,12 @@ class StreamWorker:
         self._balanced = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"worker-{worker_id}",
                                         daemon=True)
+        aggregator.store.fence_for = self._fence_for
+        self.fenced_out = 0
+
+    def _fence_for(self, inc: Incident) -> tuple[str, str]:
+        """The lease an incident's state may only be written under (``central.streams``)."""
+        return self.leases.fence(partition_of(inc.site, inc.group, self.keys.partitions))
 
     @property
     def owned(self) -> set[int]:
@@ -84,7 +100,7 @@ class StreamWorker:
                     self._recovered()
                     failing, delay = False, 0.05
                 if time.monotonic() >= next_balance:
-                    self.rebalance(time.time())
+                    self.rebalance()
                     self._balanced.set()
                     next_balance = time.monotonic() + self.rebalance_s
                 self.poll()
@@ -114,8 +130,10 @@ class StreamWorker:
         self._recover |= self.leases.owned
         log.warning("worker: redis back, incidents written again", extra={"incidents": n})
 
-    def rebalance(self, now: float) -> None:
-        want = self.leases.wanted(now)
+    def rebalance(self) -> None:
+        """Heartbeat, then give up, renew (and trim) and take partitions as the live workers'
+        assignment says (membership and leases on the Redis server's clock)."""
+        want = self.leases.wanted()
         owned = self.leases.owned
         for p in sorted(owned - want):
             self._give_up(p)
@@ -159,14 +177,15 @@ class StreamWorker:
 
     def _evict(self, p: int) -> None:
         self.leases.owned.discard(p)
+        self.leases.tokens.pop(p, None)
         self._recover.discard(p)
         with self.aggregator.lock:
             self.aggregator.book.evict(
                 lambda inc: partition_of(inc.site, inc.group, self.keys.partitions) == p)
 
     def _give_up(self, p: int) -> None:
+        self.leases.release(p)  # while its token is still known
         self._evict(p)
-        self.leases.release(p)
         log.info("worker gave up a partition", extra={"worker": self.worker_id,
                                                       "partition": p})
 
@@ -208,22 +227,34 @@ class StreamWorker:
         return done
 
     def _apply(self, stream: str, entries: list[Entry]) -> int:
-        """Apply a batch with one write to Redis, then acknowledge it. If Redis fails
-        before the write, nothing is acknowledged and the whole batch is applied again."""
+        """Apply a batch, then store its effects and acknowledge it in one fenced write. If
+        Redis fails before that write, nothing is acknowledged and the whole batch is applied
+        again; if the partition's lease was lost meanwhile (this worker was paused past it),
+        nothing is written and the partition is given up to its new owner."""
         if not entries:
             return 0
-        with self.aggregator.batch():
-            for _entry_id, fields in entries:
-                self._one(fields)
-        self.r.xack(stream, GROUP, *[entry_id for entry_id, _ in entries])
+        p = self.keys.partition(stream)
+        ack = Ack(stream, GROUP, [entry_id for entry_id, _ in entries], self.leases.fence(p))
+        try:
+            with self.aggregator.batch(ack):
+                for entry_id, fields in entries:
+                    self._one(entry_id, fields)
+        except FencedOut:
+            self.fenced_out += 1
+            log.warning("worker fenced out: its lease was taken while it applied a batch; "
+                        "nothing stored, partition given up",
+                        extra={"worker": self.worker_id, "partition": p,
+                               "entries": len(entries)})
+            self._evict(p)
+            return 0
         self.applied += len(entries)
         return len(entries)
 
-    def _one(self, fields: dict[bytes, bytes]) -> None:
+    def _one(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         """One entry; a broken one (a bug, not bad input: the intake's gate checked it) is
         logged and skipped rather than blocking its partition forever."""
         try:
-            self._dispatch(fields)
+            self._dispatch(entry_id, fields)
         except redis.RedisError:
             raise
         except Exception:
@@ -231,26 +262,30 @@ class StreamWorker:
             log.exception("worker: entry could not be applied; skipped",
                           extra={"fields": sorted(text(k) for k in fields)})
 
-    def _dispatch(self, fields: dict[bytes, bytes]) -> None:
+    def _dispatch(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         kind = fields.get(b"k", b"")
         if kind == b"alarm":
-            self._alarm(fields)
+            self._alarm(entry_id, fields)
         elif kind == b"cmd":
             self._command(fields)
         else:
             log.warning("worker: unknown stream entry dropped", extra={"k": text(kind)})
 
-    def _alarm(self, fields: dict[bytes, bytes]) -> None:
-        """An alarm the intake's gate checked: decoded, not validated again."""
+    def _alarm(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        """An alarm the intake's gate checked: decoded, not validated again. It arrived when
+        the intake stamped it (``t``, the central clock), or, from an intake older than that
+        stamp, when Redis appended it (the entry id's milliseconds, Redis's clock)."""
         alarm = Alarm.model_validate_json(fields[b"payload"])
+        stamp = fields.get(b"t")
+        arrived = float(stamp) if stamp else int(text(entry_id).split("-")[0]) / 1000
         site = fields.get(b"site")
         if site is None:  # appended by an intake older than the site field
             parts = topics.parse_alarm(text(fields[b"topic"]))
             if parts is None:
                 raise ValueError("stream entry without site or alarm topic")
-            self.aggregator.apply(alarm, parts.site)
+            self.aggregator.apply(alarm, parts.site, arrived)
         else:
-            self.aggregator.apply(alarm, text(site))
+            self.aggregator.apply(alarm, text(site), arrived)
 
     def _command(self, fields: dict[bytes, bytes]) -> None:
         op, incident = text(fields[b"op"]), text(fields[b"incident"])

@@ -5,15 +5,23 @@ published while the aggregator restarts wait in the broker and arrive when it is
 Several aggregators share the load with an MQTT shared subscription
 (``$share/{group}/...``), each message going to one of them.
 
-Acknowledgement is manual: paho's network thread only puts a message on a bounded queue; one
-writer thread hands what is queued, up to ``batch`` messages at once, to ``deliver``
-(validate, then store in Redis: one round trip per batch when ``deliver`` has ``many``) and
-sends the PUBACKs only after that returned. While Redis is down the writer retries the same
-messages with backoff and acknowledges nothing: the queue fills, the network thread waits,
+Acknowledgement is manual: paho's network thread only stamps a message's arrival and puts it
+on a bounded queue; one writer thread takes what is queued, up to ``batch`` messages at once,
+has the sink check them (``prepare``: the gate, which refuses a bad message alone) and store
+the good ones in Redis (``store``: one round trip per batch), and sends the PUBACKs only after
+that returned. While Redis is unavailable (down, loading, out of memory) the writer retries
+the store with backoff and acknowledges nothing: the queue fills, the network thread waits,
 and the broker holds every later message in our persistent session. If this process dies
 meanwhile, the broker redelivers all of it to the next one. The broker must be allowed to
 hold that much: Mosquitto keeps only ``max_queued_messages`` (default 1000) per session and
 drops the rest, so a site sets it far higher (``deploy/mosquitto.conf``).
+
+No message is ever dropped unaccounted. A retained message is refused (``retained``: the
+broker replays a stored alarm, perhaps a planted one, to every new subscription, so it is
+never news). If checking a batch raises (a bug: the gate refuses bad input without raising),
+the batch is checked again one message at a time and only the message that raises is
+refused (``error``). If storing raises anything but a Redis error (a bug again), the checked
+messages are dead-lettered (``error``) rather than lost, and acknowledged.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import paho.mqtt.client as mqtt
 import redis
@@ -34,27 +42,47 @@ from wire.client import Broker, connect, disconnect, make_client
 
 log = logging.getLogger(__name__)
 
-Deliver = Callable[[bytes, str], object]
-DeliverMany = Callable[[list[tuple[bytes, str]]], object]
+
+class Incoming(NamedTuple):
+    """One message as the broker delivered it, with its arrival on the central's clock."""
+
+    payload: bytes
+    topic: str
+    arrived: float
+
+
+class Sink(Protocol):
+    """Where the intake hands messages: check a batch, then store what passed."""
+
+    def prepare(self, items: list[Incoming]) -> list[Any]:
+        """Check each message (refusing bad ones alone); what ``store`` will write."""
+
+    def store(self, prepared: list[Any]) -> object:
+        """Write in one go; raises ``redis.RedisError`` while Redis cannot take it."""
+
+    def reject(self, payload: bytes, topic: str, reason: str) -> None:
+        """Count and dead-letter one message refused outside the check."""
+
+    def unstored(self, prepared: list[Any]) -> list[tuple[bytes, str]]:
+        """The (payload, topic) of each prepared entry, to dead-letter if storing breaks."""
 
 
 class _Msg(NamedTuple):
-    payload: bytes
-    topic: str
+    item: Incoming
     mid: int
     qos: int
+    retained: bool
 
 
 class MqttIntake:
-    """Feeds every site's alarm topics (``wire.topics.alarm_filter``) into
-    ``deliver(payload, topic)``."""
+    """Feeds every site's alarm topics (``wire.topics.alarm_filter``) into ``sink``."""
 
-    def __init__(self, deliver: Deliver, broker: Broker, *,
+    def __init__(self, sink: Sink, broker: Broker, *,
+                 clock: Callable[[], float] = time.time,
                  client_id: str = "perimeter-central", share_group: str | None = None,
                  queue_size: int = 1000, batch: int = 256):
-        self.deliver = deliver
-        # ``deliver.many(items)`` stores a batch in one round trip when it has it
-        self._many: DeliverMany | None = getattr(deliver, "many", None)
+        self.sink = sink
+        self.clock = clock
         self.batch = batch
         self.broker = broker
         self.topic = topics.alarm_filter(share_group=share_group)
@@ -94,10 +122,11 @@ class MqttIntake:
             log.info("intake disconnected on request")
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        item = _Msg(bytes(msg.payload), msg.topic, msg.mid, msg.qos)
+        item = Incoming(bytes(msg.payload), msg.topic, self.clock())
+        queued = _Msg(item, msg.mid, msg.qos, bool(msg.retain))
         while not self._stop.is_set():
             try:
-                self._queue.put(item, timeout=0.5)
+                self._queue.put(queued, timeout=0.5)
                 return
             except queue.Full:
                 continue  # back-pressure: the broker holds the rest meanwhile
@@ -115,31 +144,53 @@ class MqttIntake:
                     break
             last = items[-1] is None
             msgs = [m for m in items if m is not None]
-            if msgs and self._deliver(msgs):
+            if msgs and self._handle(msgs):
                 for m in msgs:
                     if m.qos > 0:
                         self.client.ack(m.mid, m.qos)
             if last or first is None:
                 return
 
-    def _deliver(self, items: list[_Msg]) -> bool:
-        """Hand messages over, retrying while Redis is unavailable; False on stop."""
+    def _handle(self, msgs: list[_Msg]) -> bool:
+        """Refuse retained messages, check the rest, store what passed; False on stop."""
+        for m in msgs:
+            if m.retained:
+                self.sink.reject(m.item.payload, m.item.topic,
+                                 "retained: a stored message replayed by the broker")
+        prepared = self._prepare([m.item for m in msgs if not m.retained])
+        return self._store(prepared) if prepared else True
+
+    def _prepare(self, items: list[Incoming]) -> list[Any]:
+        """The sink's check of a batch; if that raises, of each message alone, refusing only
+        the one that raises."""
+        try:
+            return self.sink.prepare(items)
+        except Exception:
+            if len(items) == 1:
+                item = items[0]
+                log.exception("intake could not check a message; refused alone",
+                              extra={"topic": item.topic[:200], "size": len(item.payload)})
+                self.sink.reject(item.payload, item.topic, "error: check failed")
+                return []
+        return [entry for item in items for entry in self._prepare([item])]
+
+    def _store(self, prepared: list[Any]) -> bool:
+        """Store, retrying while Redis is unavailable; False on stop. A store that fails
+        otherwise (a bug) dead-letters the messages instead of dropping them."""
         delay = 0.05
         while True:
             try:
-                if self._many is not None:
-                    self._many([(m.payload, m.topic) for m in items])
-                else:
-                    for m in items:
-                        self.deliver(m.payload, m.topic)
+                self.sink.store(prepared)
                 return True
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+            except redis.RedisError as exc:  # down, loading, out of memory: not the input
                 self.store_retries += 1
                 log.warning("intake cannot store yet; retrying, not acknowledged",
-                            extra={"error": str(exc), "retry_in_s": delay})
-            except Exception:  # a bug, not bad input (deliver never raises for that)
-                log.exception("intake could not handle messages; dropped",
-                              extra={"topics": sorted({m.topic for m in items})[:5]})
+                            extra={"error": str(exc)[:200], "retry_in_s": delay})
+            except Exception:
+                log.exception("intake could not store checked messages; dead-lettered",
+                              extra={"count": len(prepared)})
+                for payload, topic in self.sink.unstored(prepared):
+                    self.sink.reject(payload, topic, "error: store failed")
                 return True
             if self._stop.wait(delay):
                 return False

@@ -8,12 +8,13 @@ request looks like and how the centre checks it). Its states:
 * 2xx: XACK + XDEL (one MULTI/EXEC), the entry is gone.
 * no HTTP answer (connection refused, timeout, reset), 408, 429 and 5xx: the entry stays and
   is retried with exponential backoff and jitter (``backoff_base_s`` doubling up to
-  ``backoff_max_s``, a random 50-100 % of that; a numeric ``Retry-After`` is honoured up to
-  10 minutes). It is never dropped. No HTTP answer, 429 or 503 mean the centre is down: the
-  round ends, and until the centre answers again only the oldest entry is tried (a probe, on
-  its own backoff); the others wait without spending attempts. As soon as the centre answers,
-  everything held is due at once and drains in stream (enqueue) order, so the centre is back
-  in service within ``backoff_max_s`` of returning and sees the backlog in order.
+  ``backoff_max_s``, a random 50-100 % of that; a ``Retry-After``, seconds or an HTTP date,
+  is honoured up to 10 minutes). It is never dropped. No HTTP answer, 429 or 503 mean the
+  centre is down: the round ends, and until the centre answers again only the oldest entry is
+  tried (a probe, on its own backoff); the others wait without spending attempts. As soon as
+  the centre answers, everything held is due at once and drains in stream (enqueue) order, so
+  the centre is back in service within ``backoff_max_s`` of returning and sees the backlog in
+  order.
 * any other 4xx (and 3xx: redirects are not followed): retried the same way, and after
   ``max_rejections`` (5) attempts moved to the stream ``{ns}:outbox-dead:{notifier_id}`` with
   the reason, so a payload the centre rejects forever does not block the outbox. Such
@@ -37,7 +38,7 @@ from collections.abc import Callable
 import redis
 
 from central.notify.outbox import OutboxEntry, StreamOutbox, id_order
-from central.notify.request import Outcome, build_opener, idempotency_key_for, post_signed
+from central.notify.request import Outcome, http_client, idempotency_key_for, post_signed
 from central.plans import Notification
 
 # the name these logs had before the notify module was split, so log filters keep working
@@ -76,7 +77,8 @@ class WebhookNotifier(StreamOutbox):
         # for logs: no credentials or query string
         self._safe_url = f"{parsed.scheme}://{parsed.hostname}" + (
             f":{parsed.port}" if parsed.port else "") + parsed.path
-        self._opener = build_opener(use_env_proxy)
+        self.use_env_proxy = use_env_proxy
+        self._http = http_client(timeout_s, use_env_proxy)  # pooled: one connection reused
         # counters (written by the sender only; ``enqueued`` by the producer)
         self.delivered = 0
         # called with (notifier id, seconds from enqueue to delivery) after each delivery
@@ -126,6 +128,9 @@ class WebhookNotifier(StreamOutbox):
             self._thread = None
         self._stop.clear()  # run_once() may still be used by hand
         with self._lock:
+            # close the pooled connections; a fresh client opens none until it is used
+            self._http.close()
+            self._http = http_client(self.timeout_s, self.use_env_proxy)
             try:
                 self._flush()  # acknowledgements left over from a Redis outage
             except redis.RedisError as exc:
@@ -295,5 +300,4 @@ class WebhookNotifier(StreamOutbox):
         return delay
 
     def _post(self, entry: OutboxEntry) -> Outcome:
-        return post_signed(self._opener, self.url, self._secret, entry.key, entry.body,
-                           self.timeout_s)
+        return post_signed(self._http, self.url, self._secret, entry.key, entry.body)

@@ -90,6 +90,8 @@ def build_worker(loaded: LoadedConfig, opts: RunOptions, *,
     publish = None
     if mq is not None:
         broker = mq
+        if metrics is not None:
+            mq.session.on_clock = metrics.clock_offset.labels(mq.edge_id).set
 
         def publish(camera: str, payload: str) -> None:
             broker.publish_retained(topics.camera_status(broker.site, broker.edge_id, camera),

@@ -16,6 +16,16 @@ that published, while the flight still counts as in flight; only then, in one st
 ``cond``, the flight leaves ``in_flight`` and joins ``acked``, and ``cond`` is notified (what
 ``MqttSink.flush`` waits on). So whoever sees a flight acknowledged also sees its effect
 (the outbox entry deleted).
+
+Clock offset: a box whose clock went wrong (dead RTC battery, NTP unreachable) stamps its
+alarms with a wrong time; the central flags them, but an operator should see the box itself.
+The session subscribes to the central's clock (``wire.topics.central_clock``, a few seconds
+apart) and, for each live tick (a retained one may be old), takes ``clock_offset_s`` = its own
+clock at arrival minus the central's time, corrected by half the MQTT round trip (the time
+from a publish to its PUBACK, smoothed, ``clock_rtt_s``): positive when the box runs ahead. It
+republishes its retained ``online`` status with the offset when it is first known and when it
+moves by more than ``CLOCK_REPORT_S``, and hands every measurement to ``on_clock`` (the
+``perimeter_edge_clock_offset_seconds`` gauge).
 """
 
 from __future__ import annotations
@@ -35,6 +45,10 @@ from wire import messages, topics
 from wire.client import Broker, Will, connect, make_client, set_will, unreachable_reason
 
 log = logging.getLogger(__name__)
+
+CLOCK_REPORT_S = 1.0  # republish the status when the measured offset moves this much
+CLOCK_WARN_S = 5.0  # log a warning (not info) when the box is off by more than this
+RTT_WEIGHT = 0.2  # smoothing of the round trip (exponential moving average)
 
 
 class PublishError(RuntimeError):
@@ -56,6 +70,12 @@ class Session:
         self.publish_timeout_s = publish_timeout_s
         self.on_acked: Callable[[Any], None] = lambda flight: None
         self.on_link: Callable[[bool], None] = lambda up: None  # connected / lost
+        self.on_clock: Callable[[float], None] = lambda offset: None  # each offset measured
+        self.clock_topic = topics.central_clock(site)
+        self.clock_offset_s: float | None = None
+        self.clock_rtt_s: float | None = None
+        self._reported_offset: float | None = None
+        self._sent_at: dict[int, float] = {}  # mid -> monotonic time, publishes made online
         self.cond = threading.Condition()  # guards the registry; notified on every ack
         self._flights: dict[int, Any] = {}  # mid -> flight, for publishes not yet acked
         self._acked = 0  # flights acknowledged
@@ -91,6 +111,11 @@ class Session:
     def _will(self) -> Will:
         return Will(self.status_topic, messages.edge_status(messages.OFFLINE, self.edge_id))
 
+    def _online(self) -> str:
+        return messages.edge_status(messages.ONLINE, self.edge_id,
+                                    clock_offset_s=self.clock_offset_s,
+                                    clock_rtt_s=self.clock_rtt_s)
+
     # -- publishing ----------------------------------------------------------------------------
 
     def publish(self, topic: str, payload: str | bytes, *, flight: Any = None, qos: int = 1,
@@ -98,11 +123,14 @@ class Session:
         """Hand one message to paho (queued while disconnected) and register it; with a
         ``flight``, ``on_acked(flight)`` follows the broker's ack. ``PublishError`` when paho
         refuses it outright."""
+        sent = time.monotonic()
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             raise PublishError(f"MQTT publish to {topic} failed: {mqtt.error_string(info.rc)}")
         with self.cond:
             early = info.mid in self._acked_early
+            if not early and qos > 0 and info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self._sent_at[info.mid] = sent  # on the wire now: its PUBACK times a trip
             if early:
                 self._acked_early.discard(info.mid)
             elif flight is None:
@@ -139,8 +167,10 @@ class Session:
         log.info("mqtt connected", extra={
             "broker": self.broker.address, "client_id": self.client_id,
             "session_present": flags.session_present, "in_flight": self.in_flight})
-        self.publish(self.status_topic, messages.edge_status(messages.ONLINE, self.edge_id),
-                     retain=True)
+        self.publish(self.status_topic, self._online(), retain=True)
+        self._reported_offset = self.clock_offset_s
+        client.message_callback_add(self.clock_topic, self._on_clock)
+        client.subscribe(self.clock_topic, qos=0)
         self.on_link(True)
         self._connected.set()
 
@@ -148,6 +178,8 @@ class Session:
                        reason: ReasonCode, properties: Properties | None) -> None:
         self.on_link(False)
         self._connected.clear()
+        with self.cond:
+            self._sent_at.clear()  # their PUBACKs, if any, will not time a round trip
         if self.opened:
             log.warning("mqtt connection lost, reconnecting", extra={
                 "broker": self.broker.address, "reason": str(reason),
@@ -159,13 +191,38 @@ class Session:
                     properties: Properties | None) -> None:
         # Runs under paho's message lock: on_acked must not call into paho. The mid is not
         # reused before this callback returns, so the flight stays registered until _done.
+        now = time.monotonic()
         with self.cond:
             flight = self._flights.get(mid)
             if flight is None and mid not in self._status:
                 self._acked_early.add(mid)
             self._status.discard(mid)
+            sent = self._sent_at.pop(mid, None)
+        if sent is not None:
+            trip = now - sent
+            rtt = self.clock_rtt_s
+            self.clock_rtt_s = trip if rtt is None else rtt + RTT_WEIGHT * (trip - rtt)
         if flight is not None:
             self._done(mid, flight)
+
+    def _on_clock(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        """A tick of the central's clock: measure this box's offset (see the docstring)."""
+        arrived = time.time()
+        central = messages.parse_central_clock(msg.payload)
+        if msg.retain or central is None:
+            return  # a stored tick may be minutes old; a malformed one says nothing
+        offset = arrived - (central + (self.clock_rtt_s or 0.0) / 2)
+        self.clock_offset_s = offset
+        self.on_clock(offset)
+        last = self._reported_offset
+        if last is None or abs(offset - last) > CLOCK_REPORT_S:
+            self._reported_offset = offset
+            log.log(logging.WARNING if abs(offset) > CLOCK_WARN_S else logging.INFO,
+                    "edge clock offset from the central", extra={
+                        "edge_id": self.edge_id, "offset_s": round(offset, 3),
+                        "rtt_s": round(self.clock_rtt_s or 0.0, 4)})
+            if self._connected.is_set():
+                self.publish(self.status_topic, self._online(), retain=True)
 
     # -- connect and close ---------------------------------------------------------------------
 

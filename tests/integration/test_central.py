@@ -15,7 +15,7 @@ import redis
 from central.incidents.store import RedisStore
 from tests.support.alarms import alarm
 from tests.support.api import accounts, call, serving
-from tests.support.central import CheckedAggregator
+from tests.support.central import AggregatorSink, CheckedAggregator
 from tests.support.waiting import wait_until
 from wire import topics
 from wire.client import Broker
@@ -100,7 +100,7 @@ def test_alarms_from_an_edge_sink_reach_incidents_over_mqtt(
 
     host, port = mqtt_broker
     site = redis_ns.replace(":", "-")[-40:]
-    intake = MqttIntake(agg.ingest, Broker(host, port), client_id=f"central-{site}")
+    intake = MqttIntake(AggregatorSink(agg), Broker(host, port), client_id=f"central-{site}")
     intake.topic = topics.alarm_filter(site)
     intake.start()
     sink = MqttSink(host, port, edge_id=f"edge-{site}", site=site)

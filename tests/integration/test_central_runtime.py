@@ -21,6 +21,7 @@ from central.runtime import Central
 from common.net import free_port
 from edge.uplink.sink import MqttSink
 from tests.support.alarms import alarm
+from tests.support.central import registry
 from tests.support.waiting import wait_until
 from wire import topics
 from wire.client import Broker
@@ -40,7 +41,8 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 ok = verify_signature(SECRET.encode(), self.headers["X-Perimeter-Timestamp"],
-                                      body, self.headers["X-Perimeter-Signature"])
+                                      self.headers["Idempotency-Key"], body,
+                                      self.headers["X-Perimeter-Signature"])
                 self.send_response(200 if ok else 401)
                 self.end_headers()
                 if ok:
@@ -77,7 +79,8 @@ def setup(mqtt_broker: tuple[str, int], redis_url: str, redis_ns: str,
                                    "notify": ["gov"]}]}],
     })
     host, port = mqtt_broker
-    central = Central(config, redis_url, Broker(host, port), ns=redis_ns, client_id=f"c-{site}")
+    central = Central(config, redis_url, Broker(host, port), ns=redis_ns, client_id=f"c-{site}",
+                      registry=registry(site, ["bank"], ["c1", "c2"]))
     central.intake.topic = topics.alarm_filter(site)
     commands: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
     spk = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"spk-{site}")
@@ -148,7 +151,7 @@ def test_an_ip_speaker_gets_its_command_by_http(mqtt_broker: tuple[str, int], re
         "plans": [{"name": "water", "first": {"speak": {"text": "水深危险，请勿靠近！"}}}],
     })
     central = Central(config, redis_url, Broker(*mqtt_broker), ns=redis_ns,
-                      client_id=f"h-{site}")
+                      client_id=f"h-{site}", registry=registry(site, ["bank"]))
     central.intake.topic = topics.alarm_filter(site)
     central.start()
     try:

@@ -7,6 +7,7 @@ the raw arrivals, so a test can tell retries and duplicates apart from processed
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import hmac
 import json
@@ -31,7 +32,7 @@ from central.incidents.book import IncidentBook
 from central.notify.mqtt import MqttBridgeNotifier
 from central.notify.notifiers import build_notifiers
 from central.notify.outbox import GROUP
-from central.notify.request import idempotency_key_for, sign, verify_signature
+from central.notify.request import idempotency_key_for, retry_after_s, sign, verify_signature
 from central.notify.webhook import WebhookNotifier
 from central.plans import Notification, governance_payload
 from common.net import free_port, port_open
@@ -56,6 +57,7 @@ class Arrival:
     timestamp: str
     signature: str
     content_type: str
+    at: float = 0.0  # time.monotonic() on arrival
 
 
 class Receiver:
@@ -77,6 +79,8 @@ class Receiver:
         self.process_count: Counter[str] = Counter()
         self.duplicates: Counter[str] = Counter()
         self.bad_signatures = 0
+        self.connections: set[tuple[str, int]] = set()  # client (address, port) seen
+        self.retry_after: str | None = None  # sent with every non-2xx answer when set
         self.server: ThreadingHTTPServer | None = None
         self.thread: threading.Thread | None = None
 
@@ -90,7 +94,7 @@ class Receiver:
         ts = handler.headers.get("X-Perimeter-Timestamp", "")
         sig = handler.headers.get("X-Perimeter-Signature", "")
         ctype = handler.headers.get("Content-Type", "")
-        if not verify_signature(self.secret, ts, body, sig) or not key:
+        if not verify_signature(self.secret, ts, key, body, sig):
             with self.lock:
                 self.bad_signatures += 1
             return 401
@@ -106,19 +110,25 @@ class Receiver:
                 if 200 <= status < 300:
                     self.processed[key] = payload
                     self.process_count[key] += 1
-            self.arrivals.append(Arrival(key, status, body, ts, sig, ctype))
+            self.arrivals.append(Arrival(key, status, body, ts, sig, ctype, time.monotonic()))
         return status
 
     def start(self) -> None:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as a real centre's server
+
             def do_POST(self) -> None:
+                with receiver.lock:
+                    receiver.connections.add(self.client_address[:2])
                 status = receiver._handle(self)
                 reply = b'{"ok":true}' if status < 300 else b'{"error":"refused"}'
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(reply)))
+                if status >= 300 and receiver.retry_after is not None:
+                    self.send_header("Retry-After", receiver.retry_after)
                 self.end_headers()
                 self.wfile.write(reply)
 
@@ -173,7 +183,8 @@ def incident_payloads(n: int) -> list[Notification]:
     book = IncidentBook()
     out = []
     for i in range(n):
-        applied = book.apply(alarm(f"悬崖-{i}", float(i), track=i), "景区", f"inc{i}")
+        applied = book.apply(alarm(f"悬崖-{i}", float(i), track=i), "景区", f"inc{i}",
+                             arrived=float(i))
         assert applied is not None
         out.append(Notification("centre", applied.incident.id,
                                 governance_payload(applied.incident, 0, "cliff-high")))
@@ -186,20 +197,38 @@ def incident_payloads(n: int) -> list[Notification]:
 def test_signature_scheme() -> None:
     body = '{"zone":"悬崖"}'.encode()
     ts = str(int(time.time()))
-    header = sign(SECRET, ts, body)
-    expected = hmac.new(SECRET, f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
-    assert header == f"sha256={expected}"
-    assert verify_signature(SECRET, ts, body, header)
-    assert verify_signature(SECRET, int(ts), body, f" {header} ")
-    assert not verify_signature(SECRET, ts, body + b" ", header)  # body changed
-    assert not verify_signature(b"other", ts, body, header)  # wrong secret
-    assert not verify_signature(SECRET, str(int(ts) + 1), body, header)  # timestamp changed
-    assert not verify_signature(SECRET, ts, body, expected)  # no "sha256=" prefix
-    assert not verify_signature(SECRET, "12a", body, header)
-    assert not verify_signature(SECRET, ts, body, "sha256=ü")
+    key = "inc-1:centre:0123456789abcdef"
+    header = sign(SECRET, ts, key, body)
+    expected = hmac.new(SECRET, f"{ts}.{key}.".encode() + body, hashlib.sha256).hexdigest()
+    assert header == f"v2={expected}"
+    assert verify_signature(SECRET, ts, key, body, header)
+    assert verify_signature(SECRET, int(ts), key, body, f" {header} ")
+    assert not verify_signature(SECRET, ts, key, body + b" ", header)  # body changed
+    assert not verify_signature(SECRET, ts, key + "x", body, header)  # key changed: a replay
+    assert not verify_signature(SECRET, ts, "", body, header)
+    assert not verify_signature(b"other", ts, key, body, header)  # wrong secret
+    assert not verify_signature(SECRET, str(int(ts) + 1), key, body, header)  # timestamp
+    assert not verify_signature(SECRET, ts, key, body, expected)  # no "v2=" prefix
+    assert not verify_signature(SECRET, "12a", key, body, header)
+    assert not verify_signature(SECRET, ts, key, body, "v2=ü")
+    # the first version (timestamp and body only) is no longer accepted
+    v1 = "sha256=" + hmac.new(SECRET, f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
+    assert not verify_signature(SECRET, ts, key, body, v1)
     old = str(int(time.time()) - 3600)
-    assert not verify_signature(SECRET, old, body, sign(SECRET, old, body))  # replay window
-    assert verify_signature(SECRET, old, body, sign(SECRET, old, body), max_age_s=None)
+    assert not verify_signature(SECRET, old, key, body, sign(SECRET, old, key, body))  # window
+    assert verify_signature(SECRET, old, key, body, sign(SECRET, old, key, body),
+                            max_age_s=None)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (None, None), ("7", 7.0), (" 0.5 ", 0.5), ("-3", 0.0), ("soon", None),
+    ("Thu, 01 Jan 1970 00:00:30 GMT", 0.0),  # already past (seen at 60 s): now
+    ("Thu, 01 Jan 1970 00:02:00 GMT", 60.0),  # 120 s after the epoch, seen at 60
+    ("Thu, 01 Jan 1970 00:02:00", None),  # no zone: not an HTTP date
+])
+def test_retry_after_takes_seconds_and_http_dates(value: str | None,
+                                                  expected: float | None) -> None:
+    assert retry_after_s(value, now=60.0) == expected
 
 
 def test_idempotency_key_is_stable_per_content() -> None:
@@ -231,10 +260,12 @@ def test_happy_path_20_signed_deliveries(rclient: redis.Redis, redis_ns: str,
     assert receiver.bad_signatures == 0
     assert set(receiver.processed) == set(keys)
     assert all(receiver.raw[k] == 1 for k in keys)
+    # one pooled keep-alive connection carried the burst, not one TCP connection per POST
+    assert len(receiver.connections) == 1, receiver.connections
     for arrival in receiver.arrivals:
         assert arrival.content_type == "application/json"
-        mac = hmac.new(SECRET, arrival.timestamp.encode() + b"." + arrival.body, hashlib.sha256)
-        assert arrival.signature == "sha256=" + mac.hexdigest()
+        base = f"{arrival.timestamp}.{arrival.key}.".encode() + arrival.body
+        assert arrival.signature == "v2=" + hmac.new(SECRET, base, hashlib.sha256).hexdigest()
         assert abs(int(arrival.timestamp) - time.time()) < 60
     # compact UTF-8 JSON, exactly the planner's payload
     first = next(a for a in receiver.arrivals if a.key == keys[0])
@@ -397,6 +428,24 @@ def test_server_errors_are_retried_past_the_rejection_limit(
     finally:
         assert notifier.stop()
     assert receiver.raw["flaky-1"] == 8 and notifier.dead == 0 and notifier.retries == 7
+
+
+def test_an_http_date_retry_after_is_honoured(rclient: redis.Redis, redis_ns: str,
+                                              receiver: Receiver) -> None:
+    """A centre that answers 503 with ``Retry-After: <HTTP date>`` is not asked again before
+    that date (the backoff alone would retry within 0.2 s here)."""
+    receiver.status = lambda payload, n: 503 if n == 1 else 200
+    receiver.retry_after = email.utils.formatdate(time.time() + 3, usegmt=True)
+    notifier = webhook(rclient, redis_ns, receiver.url)
+    notifier.enqueue({"incident": "busy"}, "busy-1")
+    notifier.start()
+    try:
+        wait_until(lambda: "busy-1" in receiver.processed, 10, "delivery after the date")
+    finally:
+        assert notifier.stop()
+    first, second = receiver.arrivals[0], receiver.arrivals[-1]
+    assert (first.status, second.status) == (503, 200) and len(receiver.arrivals) == 2
+    assert second.at - first.at >= 1.5, second.at - first.at  # the date has 1 s resolution
 
 
 # -- (e) Redis goes down under the running sender ----------------------------------------------

@@ -41,7 +41,7 @@ def worker(redis_url: str, redis_ns: str) -> Iterator[StreamWorker]:
     r = redis.Redis.from_url(redis_url)
     agg = Aggregator(RedisStore(r, ns=redis_ns), IncidentBook())
     w = StreamWorker(agg, PartitionKeys(redis_ns, 2), "solo")
-    w.rebalance(time.time())
+    w.rebalance()
     yield w
     w.leases.leave()
 
@@ -63,16 +63,16 @@ def test_a_failed_write_leaves_the_batch_pending_and_it_is_applied_again(
         worker: StreamWorker, monkeypatch: pytest.MonkeyPatch) -> None:
     r, keys, store = worker.r, worker.keys, worker.aggregator.store
     fill(r, keys, ["w1", "w2"])
-    real = redis.client.Pipeline.execute
+    real = store._fenced_write
     calls = {"n": 0}
 
-    def failing(self: redis.client.Pipeline, *a: object, **k: object) -> object:
-        if self.transaction and calls["n"] == 0:  # the batch's MULTI/EXEC, once
+    def failing(*a: object, **k: object) -> object:
+        if calls["n"] == 0:  # the batch's one atomic write (and acknowledgement), once
             calls["n"] += 1
             raise redis.ConnectionError("redis went away mid-batch")
-        return real(self, *a, **k)
+        return real(*a, **k)
 
-    monkeypatch.setattr(redis.client.Pipeline, "execute", failing)
+    monkeypatch.setattr(store, "_fenced_write", failing)
     with pytest.raises(redis.ConnectionError):
         worker.poll()
     assert r.hlen(store.incidents_key) == 0
@@ -91,5 +91,5 @@ def test_applied_entries_are_trimmed_from_the_partition_streams(worker: StreamWo
     fill(r, keys, [f"t{i}" for i in range(40)])
     apply_all(worker, 40)
     assert sum(r.xlen(keys.stream(p)) for p in range(2)) >= 40
-    worker.rebalance(time.time())  # renews the leases and trims what every consumer is done with
+    worker.rebalance()  # renews the leases and trims what every consumer is done with
     assert sum(r.xlen(keys.stream(p)) for p in range(2)) <= 2  # at most the last delivered one

@@ -31,7 +31,7 @@ CONFIG = CentralConfig.model_validate({
 def incident(zone: str = "bank", risk: Risk = Risk.HIGH, t: float = 0.0, iid: str = "i1",
              site: str = "park"):
     book = IncidentBook()
-    res = book.apply(alarm(zone, t, risk=risk), site, iid)
+    res = book.apply(alarm(zone, t, risk=risk), site, iid, arrived=t)
     assert res is not None
     return res.incident
 
@@ -111,3 +111,27 @@ def test_alarm_kind_filter() -> None:
                    "first": {"notify": ["gov"]}}]})
     assert Planner(cfg).on_incident(incident(), 0) == []
     assert AlarmKind.INTRUSION.value in incident().kinds
+
+
+def late_incident(iid: str = "late-1"):
+    book = IncidentBook()
+    res = book.apply(alarm("bank", 0.0), "park", iid, arrived=1_700_000_000.0)
+    assert res is not None and res.incident.late
+    return res.incident
+
+
+def test_a_late_incident_notifies_but_does_not_speak_by_default() -> None:
+    p = Planner(CONFIG)
+    inc = late_incident()
+    assert kinds(p.on_incident(inc, now=0)) == [("notify", "gov")]
+    note = p.on_incident(inc, now=0)[0]
+    assert isinstance(note, Notification) and note.payload["late"] is True
+    inc.escalation_level = 2
+    assert kinds(p.on_escalation(inc, now=100)) == [("notify", "duty")]
+
+
+def test_a_plan_may_let_late_incidents_speak_or_stay_silent() -> None:
+    raw = CONFIG.model_dump()
+    raw["plans"][0]["late"] = {"speak": True, "notify": False}
+    assert kinds(Planner(CentralConfig.model_validate(raw)).on_incident(
+        late_incident(), now=0)) == [("speak", "spk-bank")]
