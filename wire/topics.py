@@ -164,9 +164,10 @@ def grants(role: str, site: str | None, name: str) -> list[Grant]:
     """The topics a device of ``role`` called ``name`` may use, as Mosquitto ACL entries.
 
     An edge publishes alarms only under its own site and edge id (v2 topic) and its own
-    status; a speaker reads only its own commands and writes its own reports; a radar writes
-    its own tracks; only the central reads every alarm and commands speakers. The broker's
-    own certificate gets no grants. ``site`` is required for every role but the central's.
+    status, and reads its site's radars and the central's clock; a speaker reads only its own
+    commands and writes its own reports; a radar writes its own tracks; only the central
+    reads every alarm, commands speakers and publishes the clock. The broker's own
+    certificate gets no grants. ``site`` is required for every role but the central's.
     An MQTT bridge notifier publishes on a topic of the site's choosing: add a ``write``
     line for it under the central's user.
     """
@@ -175,7 +176,8 @@ def grants(role: str, site: str | None, name: str) -> list[Grant]:
                 ("write", f"{PREFIX}/+/speaker/+/command"),
                 ("read", speaker_status_filter()),
                 ("read", f"{PREFIX}/+/speaker/+/availability"),
-                ("read", f"{PREFIX}/+/edge/#")]
+                ("read", f"{PREFIX}/+/edge/#"),
+                ("write", f"{PREFIX}/+/central/clock")]
     if role == "broker":
         return []
     if site is None:
@@ -183,7 +185,8 @@ def grants(role: str, site: str | None, name: str) -> list[Grant]:
     if role == "edge":
         return [("write", alarm(site, "c", "z", "k", edge=name).rsplit("/", 3)[0] + "/#"),
                 ("write", edge_status(site, name).removesuffix("/status") + "/#"),
-                ("read", f"{PREFIX}/{segment('site', site)}/radar/+/tracks")]
+                ("read", f"{PREFIX}/{segment('site', site)}/radar/+/tracks"),
+                ("read", central_clock(site))]
     if role == "speaker":
         return [("read", speaker_command(site, name)),
                 ("write", speaker_status(site, name)),

@@ -124,9 +124,11 @@ def test_a_secured_site_end_to_end(tmp_path: Path, site_pki: Site,
                                    secure_broker: SecureMosquitto, redis_url: str,
                                    redis_ns: str, procs: list[Proc]) -> None:
     port = secure_broker.port
+    edge_1 = edge_config(tmp_path, site_pki, "edge-1", "edge-1", port)
     central_cfg = tmp_path / "central.yaml"
     central_cfg.write_text(yaml.safe_dump({
-        "central": {"ack_timeout_s": {"high": 3600.0}},  # later alarms merge: no new command
+        "central": {"ack_timeout_s": {"high": 3600.0},  # later alarms merge: no new command
+                    "sites": [str(edge_1)]},  # the registry: the site's own edge config
         "speakers": [{"id": "spk-1", "zones": ["bank"]}],
         "plans": [{"name": "water", "cooldown_s": 0,
                    "first": {"speak": {"text": "水深危险", "priority": 5}}}]},
@@ -148,8 +150,7 @@ def test_a_secured_site_end_to_end(tmp_path: Path, site_pki: Site,
     watch = Watch(site_pki.broker_for("central", port))
 
     # The edge's alarm arrives and the speaker plays the central's signed command.
-    edge = MqttSink.from_config(load_config(edge_config(tmp_path, site_pki, "edge-1",
-                                                        "edge-1", port)))
+    edge = MqttSink.from_config(load_config(edge_1))
     edge.open()
     edge.emit(alarm("bank", time.time()))
     assert edge.flush()

@@ -80,7 +80,7 @@ def setup(mqtt_broker: tuple[str, int], redis_url: str, redis_ns: str,
     })
     host, port = mqtt_broker
     central = Central(config, redis_url, Broker(host, port), ns=redis_ns, client_id=f"c-{site}",
-                      registry=registry(site, ["bank"], ["c1", "c2"]))
+                      registry=registry(site, ["bank"], ["c1", "c2"], edge=f"e-{site}"))
     central.intake.topic = topics.alarm_filter(site)
     commands: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
     spk = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"spk-{site}")
@@ -151,7 +151,8 @@ def test_an_ip_speaker_gets_its_command_by_http(mqtt_broker: tuple[str, int], re
         "plans": [{"name": "water", "first": {"speak": {"text": "水深危险，请勿靠近！"}}}],
     })
     central = Central(config, redis_url, Broker(*mqtt_broker), ns=redis_ns,
-                      client_id=f"h-{site}", registry=registry(site, ["bank"]))
+                      client_id=f"h-{site}",
+                      registry=registry(site, ["bank"], edge=f"e-{site}"))
     central.intake.topic = topics.alarm_filter(site)
     central.start()
     try:

@@ -21,7 +21,7 @@ from central.intake.mqtt import Incoming
 from central.runtime import Central
 from edge.uplink.sink import MqttSink
 from tests.support.alarms import alarm
-from tests.support.api import TOKEN, call, serving
+from tests.support.api import accounts, call, serving
 from tests.support.central import registry
 from tests.support.waiting import wait_until
 from wire import messages, topics
@@ -190,7 +190,8 @@ def test_absurd_times_are_refused_and_stats_never_fail(park: Site) -> None:
     r.hset(key, "old-2", json.dumps({**legacy, "id": "old-2", "opened_at": math.nan}))
     from central.api import create_app
 
-    with serving(create_app(park.central.aggregator, TOKEN, ops=park.central.ops)) as api:
+    guard = accounts(park.central.redis, park.central.store.ns)
+    with serving(create_app(park.central.aggregator, guard, ops=park.central.ops)) as api:
         status, stats = call(f"{api}/stats?days=366")
         assert status == 200 and stats["per_zone_day"] == []
         status, items = call(f"{api}/incidents")

@@ -34,9 +34,10 @@ def topology(site: str, zones: Iterable[str], cameras: Iterable[str] = ("cam1",)
                                     for z in zs))
 
 
-def registry(site: str, zones: Iterable[str], cameras: Iterable[str] = ("cam1",)) -> Registry:
+def registry(site: str, zones: Iterable[str], cameras: Iterable[str] = ("cam1",),
+             edge: str = "edge-1") -> Registry:
     """A registry of one site with one edge (see ``topology``)."""
-    return Registry([topology(site, zones, cameras)])
+    return Registry([topology(site, zones, cameras, edge)])
 
 
 class CheckedAggregator(Aggregator):

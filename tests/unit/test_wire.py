@@ -91,3 +91,31 @@ def test_broker_addresses(address: str, host: str, port: int) -> None:
 def test_bad_broker_addresses_are_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="host:port"):
         Broker.parse(bad)
+
+
+@pytest.mark.parametrize(("role", "name", "access", "topic", "granted"), [
+    ("edge", "edge-1", "write", topics.alarm("park", "c1", "bank", "intrusion", edge="edge-1"),
+     True),
+    ("edge", "edge-1", "read", topics.central_clock("park"), True),
+    ("edge", "edge-1", "write", topics.speaker_command("park", "spk-1"), False),
+    ("speaker", "spk-1", "read", topics.speaker_command("park", "spk-1"), True),
+    ("speaker", "spk-1", "read", topics.speaker_command("park", "spk-2"), False),
+    ("central", "central", "write", topics.central_clock("park"), True),
+    ("central", "central", "write", topics.speaker_command("park", "spk-1"), True),
+])
+def test_roles_grant_their_topics_only(role: str, name: str, access: str, topic: str,
+                                       granted: bool) -> None:
+    """Each role's ACL lines, matched as Mosquitto matches them (+ one level, # the rest)."""
+    def matches(pattern: str, t: str) -> bool:
+        p, parts = pattern.split("/"), t.split("/")
+        for i, seg in enumerate(p):
+            if seg == "#":
+                return True
+            if i >= len(parts) or (seg != "+" and seg != parts[i]):
+                return False
+        return len(p) == len(parts)
+
+    lines = topics.grants(role, None if role == "central" else "park", name)
+    ok = any(matches(pattern, topic) for mode, pattern in lines
+             if mode in (access, "readwrite"))
+    assert ok is granted, lines
