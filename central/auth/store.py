@@ -43,6 +43,14 @@ from central.auth.model import (
 
 log = logging.getLogger(__name__)
 
+# KEYS: the key-name set, the key's hash, its digest index; ARGV: name, then field/value pairs
+_CREATE_KEY = """
+if redis.call('sadd', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('hset', KEYS[2], unpack(ARGV, 2))
+redis.call('set', KEYS[3], ARGV[1])
+return 1
+"""
+
 KEY_PREFIX = "pk_"
 SESSION_IDLE_S = 8 * 3600  # a shift; the console's live feed keeps a session in use
 SESSION_MAX_S = 24 * 3600  # sign in again every day at the latest
@@ -289,14 +297,17 @@ class Accounts:
                    by: str, action: str) -> ApiKey:
         check_key_name(name)
         limit = check_sites(role, sites)
-        if not self.r.sadd(self.key("keys"), name):
-            raise Conflict(f"key {name!r} exists already (revoked keys keep their name)")
         digest = sha256(secret)
-        self.r.hset(self.key("key", name), mapping={
-            "role": role.value, "sites": _sites_json(limit), "sha256": digest,
-            "created_at": repr(time.time()), "created_by": by, "revoked_at": "",
-            "last_used": ""})
-        self.r.set(self.key("keyhash", digest), name)
+        fields = {"role": role.value, "sites": _sites_json(limit), "sha256": digest,
+                  "created_at": repr(time.time()), "created_by": by, "revoked_at": "",
+                  "last_used": ""}
+        # One script: whoever sees the name taken also sees the whole key (two workers
+        # importing the legacy token at once must not read a half-made one).
+        made = self.r.eval(_CREATE_KEY, 3, self.key("keys"), self.key("key", name),
+                           self.key("keyhash", digest), name,
+                           *[x for kv in fields.items() for x in kv])
+        if not made:
+            raise Conflict(f"key {name!r} exists already (revoked keys keep their name)")
         self.audit(action, by, name, role=role.value, sites=_sites_json(limit) or None)
         log.warning("api key added", extra={"key": name, "role": role.value, "by": by})
         return self.api_key(name)
