@@ -4,7 +4,8 @@ A raised system alarm matches an expected event when zone, kind and tripwire agr
 raised inside the event's window, and its box overlaps the ground-truth person's box at that
 frame (IoU >= ``MIN_IOU``, the replay benchmark's rule). Each alarm and each event match at
 most once, greedily by smallest delay, required events first; an alarm that matches only a
-"don't care" event is neither a hit nor a false alarm. Every false alarm gets a cause:
+"don't care" event, or whose box is on a person the ground truth says to ignore at that frame
+(MOT ``conf = 0``), is neither a hit nor a false alarm. Every false alarm gets a cause:
 
 * ``repeat``: a second alarm for an entry (or crossing) already alarmed: the double alarms
   this evaluation exists to catch (a foot hovering on an edge, an identity switch);
@@ -93,6 +94,18 @@ def _cause(a: Alarm, expected: list[Expected], tracks: dict[int, Track]) -> str:
     return "no person"
 
 
+def _on_hidden(a: Alarm, tracks: dict[int, Track]) -> bool:
+    """The alarm's box is on a person the ground truth says to ignore at that frame."""
+    if not a.evidence.boxes:
+        return False
+    box = np.asarray(a.evidence.boxes[0])
+    for tr in tracks.values():
+        i = np.flatnonzero(tr.frames == a.frame)
+        if len(i) and not tr.counted[i[0]] and iou(box, tr.boxes[i[0]]) >= MIN_IOU:
+            return True
+    return False
+
+
 def score_set(seed: int, alarms: list[Alarm], expected: list[Expected],
               tracks: dict[int, Track]) -> SetScore:
     """Score the raised intrusion and line-crossing alarms of one zone set."""
@@ -102,7 +115,10 @@ def score_set(seed: int, alarms: list[Alarm], expected: list[Expected],
     free = set(range(len(raised)))
     hits = _greedy(raised, required, tracks, free)
     allowed = _greedy(raised, optional, tracks, free)
-    result = SetScore(seed, required=len(required), raised=len(raised) - len(allowed),
+    ignored = {ai for ai in free if _on_hidden(raised[ai], tracks)}
+    free -= ignored
+    result = SetScore(seed, required=len(required),
+                      raised=len(raised) - len(allowed) - len(ignored),
                       matched=len(hits))
     result.delays = [raised[ai].frame - required[ei].frame for ai, ei in hits]
     hit_e = {ei for _, ei in hits}

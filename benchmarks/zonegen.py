@@ -8,10 +8,16 @@ product's detections:
 * ``POLYGONS`` polygons, each centred on a random ground-truth foot point, sized by the body
   height of the person standing there: a star-shaped polygon (3-7 vertices), a rotated
   rectangle, or a *bank* (everything beyond a random line through the point, as a river or
-  cliff edge is drawn), clipped to the frame;
+  cliff edge is drawn), clipped to the annotated ground (below);
 * ``TRIPWIRES`` tripwires, each across a ground-truth track where it moves, at up to 50 degrees
   from square to the motion, 1.5-5 body heights long, half of them directed (an ``into`` point
   on a random side), half both ways.
+
+Zones stay on the *annotated ground*: inside the convex hull of the ground truth's foot
+points grown by ``GROUND_MARGIN`` body heights, and ``EDGE_MARGIN`` body heights inside the
+frame's edges (median body height of the scene). The ground truth annotates people only once
+they are in view, and not at all behind the building's windows (TUD-Campus) or in the far
+back; a zone beyond would score real people the annotators left out as false alarms.
 
 Every zone is ``risk: high`` (cliff, water or restricted at random): the evaluation's delay
 goal only makes sense for zones that alarm on the second frame. Seeds are split in two:
@@ -38,6 +44,8 @@ TUNE_SEEDS = tuple(range(0, 20))
 REPORT_SEEDS = tuple(range(1000, 1020))
 KINDS = ("cliff", "water", "restricted")
 MIN_MOVE_PX = 3.0  # a track "moves" where its foot point travels this far in 3 frames
+GROUND_MARGIN = 0.25  # body heights around the hull of the annotated foot points
+EDGE_MARGIN = 0.3  # body heights inside the frame's edges
 
 
 @dataclass(frozen=True)
@@ -74,9 +82,9 @@ def _feet(tracks: dict[int, Track]) -> _Feet:
     return _Feet(np.vstack(xy), np.concatenate(hs), np.vstack(mv))
 
 
-def _clip(poly: Polygon, frame: Polygon) -> list[tuple[float, float]] | None:
-    """The part of ``poly`` inside the frame as a simple polygon, or None."""
-    part = poly.intersection(frame)
+def _clip(poly: Polygon, ground: Polygon) -> list[tuple[float, float]] | None:
+    """The part of ``poly`` on the annotated ground as a simple polygon, or None."""
+    part = poly.intersection(ground)
     if isinstance(part, shapely.MultiPolygon):
         part = max(part.geoms, key=lambda g: g.area)
     if not isinstance(part, Polygon) or part.is_empty or part.area < 100.0:
@@ -87,18 +95,18 @@ def _clip(poly: Polygon, frame: Polygon) -> list[tuple[float, float]] | None:
     return [(float(x), float(y)) for x, y in list(part.exterior.coords)[:-1]]
 
 
-def _polygon(rng: np.random.Generator, c: np.ndarray, h: float, frame: Polygon
+def _polygon(rng: np.random.Generator, c: np.ndarray, h: float, ground: Polygon
              ) -> list[tuple[float, float]] | None:
     shape = rng.choice(["star", "rect", "bank"], p=[0.4, 0.3, 0.3])
     theta = rng.uniform(0, np.pi)
     if shape == "bank":
-        # The far side of a line through (near) the foot point, out to the frame's edge.
+        # The far side of a line through (near) the foot point, out to the edge of the ground.
         u = np.array([np.cos(theta), np.sin(theta)])
         n = np.array([-u[1], u[0]]) * rng.choice([-1.0, 1.0])
         o = c + n * rng.uniform(-0.5, 0.5) * h
         big = 4000.0
         quad = Polygon([o - u * big, o + u * big, o + u * big + n * big, o - u * big + n * big])
-        return _clip(quad, frame)
+        return _clip(quad, ground)
     r = rng.uniform(0.8, 3.0) * h
     if shape == "rect":
         w, d = r * rng.uniform(0.6, 1.4), r * rng.uniform(0.4, 1.0)
@@ -113,10 +121,10 @@ def _polygon(rng: np.random.Generator, c: np.ndarray, h: float, frame: Polygon
     poly = Polygon(pts)
     if not poly.is_valid:
         return None
-    return _clip(poly, frame)
+    return _clip(poly, ground)
 
 
-def _tripwire(rng: np.random.Generator, feet: _Feet, moving: np.ndarray, frame: Polygon,
+def _tripwire(rng: np.random.Generator, feet: _Feet, moving: np.ndarray, ground: Polygon,
               ) -> tuple[tuple[float, float], tuple[float, float],
                          tuple[float, float] | None] | None:
     i = int(rng.choice(moving))
@@ -126,7 +134,7 @@ def _tripwire(rng: np.random.Generator, feet: _Feet, moving: np.ndarray, frame: 
     u = np.array([np.cos(ang), np.sin(ang)])
     half = rng.uniform(0.75, 2.5) * h
     mid = c + u * rng.uniform(-0.6, 0.6) * half
-    seg = LineString([mid - u * half, mid + u * half]).intersection(frame)
+    seg = LineString([mid - u * half, mid + u * half]).intersection(ground)
     if not isinstance(seg, LineString) or seg.length < max(20.0, 0.5 * h):
         return None
     (ax, ay), (bx, by) = seg.coords[0], seg.coords[-1]
@@ -134,9 +142,23 @@ def _tripwire(rng: np.random.Generator, feet: _Feet, moving: np.ndarray, frame: 
         return (ax, ay), (bx, by), None
     n = np.array([-u[1], u[0]]) * rng.choice([-1.0, 1.0])
     into = np.asarray(seg.interpolate(0.5, normalized=True).coords[0]) + n * 0.5 * h
-    minx, miny, maxx, maxy = frame.bounds
+    minx, miny, maxx, maxy = ground.bounds
     into = np.clip(into, [minx + 1, miny + 1], [maxx - 1, maxy - 1])
     return (ax, ay), (bx, by), (float(into[0]), float(into[1]))
+
+
+def _ground(feet: _Feet, frame_size: tuple[int, int]) -> Polygon:
+    """Where zones may lie: the annotated ground, inside the frame's edges."""
+    h = float(np.median(feet.height))
+    hull = shapely.MultiPoint(feet.xy).convex_hull.buffer(GROUND_MARGIN * h)
+    m = EDGE_MARGIN * h
+    inner = box(m, m, frame_size[0] - m, frame_size[1] - m)
+    area = hull.intersection(inner)
+    if isinstance(area, shapely.MultiPolygon):
+        area = max(area.geoms, key=lambda g: g.area)
+    if not isinstance(area, Polygon) or area.is_empty:
+        raise ValueError("the ground truth's foot points span no area inside the frame")
+    return area
 
 
 def draw(scene: str, seed: int, tracks: dict[int, Track], frame_size: tuple[int, int]
@@ -144,14 +166,14 @@ def draw(scene: str, seed: int, tracks: dict[int, Track], frame_size: tuple[int,
     """The zone set of ``seed`` on ``scene`` (deterministic)."""
     rng = np.random.default_rng([zlib.crc32(scene.encode()), seed])
     feet = _feet(tracks)
-    frame = box(0, 0, frame_size[0], frame_size[1])
+    ground = _ground(feet, frame_size)
     moving = np.flatnonzero(np.linalg.norm(feet.motion, axis=1) > 0)
     configs: list[ZoneConfig] = []
     polygons: list[PolygonZone] = []
     lines: list[LineZone] = []
     while len(polygons) < POLYGONS:
         i = int(rng.integers(len(feet.xy)))
-        pts = _polygon(rng, feet.xy[i], float(feet.height[i]), frame)
+        pts = _polygon(rng, feet.xy[i], float(feet.height[i]), ground)
         if pts is None:
             continue
         zid = f"s{seed}-z{len(polygons)}"
@@ -159,7 +181,7 @@ def draw(scene: str, seed: int, tracks: dict[int, Track], frame_size: tuple[int,
         configs.append(ZoneConfig(id=zid, kind=ZoneKind(rng.choice(KINDS)), risk=Risk.HIGH,
                                   polygon=pts, coords="pixels"))
     while len(lines) < TRIPWIRES:
-        wire = _tripwire(rng, feet, moving, frame)
+        wire = _tripwire(rng, feet, moving, ground)
         if wire is None:
             continue
         a, b, into = wire

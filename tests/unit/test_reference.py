@@ -145,3 +145,9 @@ def test_zone_sets_are_reproducible_valid_and_where_people_walk() -> None:
         poly = np.asarray(p.points)
         lo, hi = poly.min(axis=0), poly.max(axis=0)
         assert np.any(np.all((feet >= lo) & (feet <= hi), axis=1))
+
+
+def test_an_alarm_on_a_person_the_ground_truth_ignores_is_not_false() -> None:
+    tracks = {1: track([IN, IN, IN, IN], hidden=(1, 2, 3, 4))}
+    s = score_set(0, [_alarm(2, 40.0)], entries(SQUARE, tracks, FPS), tracks)
+    assert (s.required, s.raised, s.false_alarms) == (0, 0, [])
