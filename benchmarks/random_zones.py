@@ -13,8 +13,9 @@ at a twentieth of the cost. Each set is scored alone (``benchmarks/zone_score.py
 distribution over sets (median and 10th percentile of precision and recall, median delay) is
 written per scene and split to ``benchmarks/results/random_zones.md`` and ``.json``.
 
-``--save-tracks DIR`` also keeps every frame's tracked people, so that the rules alone can be
-replayed on the very same tracks (ablations of the rules' settings).
+``--save-tracks DIR`` also keeps every frame's tracked people (with their appearance
+histograms), so that ``benchmarks.zone_ablation`` can replay the rules alone on the very same
+tracks (what each part of the rules buys).
 """
 
 from __future__ import annotations
@@ -133,6 +134,7 @@ def save_tracks(path: Path, frames: list[Detections]) -> None:
     """Every frame's tracked people in one ``.npz`` (rows tagged with their frame)."""
     idx = np.concatenate([np.full(len(f), i) for i, f in enumerate(frames)] or [np.zeros(0)])
     cat = np.concatenate
+    looks = [f.appearance for f in frames if f.appearance is not None]
     arrays: dict[str, Any] = {
         "row_frame": idx.astype(np.int64),
         "boxes": cat([f.boxes for f in frames]), "scores": cat([f.scores for f in frames]),
@@ -141,6 +143,8 @@ def save_tracks(path: Path, frames: list[Detections]) -> None:
         "frame": np.array([f.frame for f in frames]), "time": np.array([f.time for f in frames]),
         "size": np.array(frames[0].frame_size if frames else (0, 0)),
         "camera": np.array(frames[0].camera if frames else "")}
+    if frames and len(looks) == len(frames) and len({a.shape[1] for a in looks}) == 1:
+        arrays["appearance"] = cat(looks)
     np.savez_compressed(path, **arrays)
 
 
