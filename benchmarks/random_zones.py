@@ -160,6 +160,8 @@ def bench_scene(scene: Scene, seeds: list[int], save: Path | None) -> dict[str, 
         "frames": n, "fps": fps, "zones": sum(len(zs.configs) for zs in sets),
         "pipeline_fps": stats.fps,
         "ms_per_frame": {k: stats.ms_per_frame(k) for k in stats.stage_s},
+        "appearance_ms_per_frame": 1000.0 * stats.appearance_s / max(stats.frames, 1),
+        "people_per_frame": sum(len(f) for f in rec.tracks) / max(len(rec.tracks), 1),
         "splits": {}, "sets": [_set_dict(s) for s in scores]}
     for name, split in SPLITS.items():
         chosen = [by[s] for s in split if s in by]

@@ -151,3 +151,15 @@ def test_an_alarm_on_a_person_the_ground_truth_ignores_is_not_false() -> None:
     tracks = {1: track([IN, IN, IN, IN], hidden=(1, 2, 3, 4))}
     s = score_set(0, [_alarm(2, 40.0)], entries(SQUARE, tracks, FPS), tracks)
     assert (s.required, s.raised, s.false_alarms) == (0, 0, [])
+
+
+def test_distribution_over_zone_sets() -> None:
+    from benchmarks.random_zones import summarise
+    from benchmarks.zone_score import SetScore
+
+    scores = [SetScore(i, required=10, raised=10, matched=10 - i, delays=[i, i + 2])
+              for i in range(10)]
+    s = summarise(scores)
+    assert s["sets"] == 10 and (s["expected"], s["matched"]) == (100, 55)
+    assert s["recall_p50"] == pytest.approx(0.55) and s["recall_p10"] == pytest.approx(0.1)
+    assert s["delay_p50_of_sets"] == pytest.approx(5.5)  # per-set medians 1, 2, ... 10
