@@ -11,7 +11,9 @@ time, from no hysteresis at all to the defaults (``zones.config``):
 
 * ``none``: frame hysteresis only, no re-association;
 * ``spot``: re-association on the spot (within one body height of where the lost track was
-  last seen, no motion, no appearance): the rules before this work;
+  last seen, no motion, no appearance): the intrusion rules before this work (tripwires
+  here already hand their side over on the spot, which they did not before: the true
+  before is ``random_zones_before.json``);
 * ``+exit time``: an entry ends only after ``exit_seconds`` clearly out;
 * ``+edge band``: out means beyond the band around the edge (tripwires re-arm beyond it);
 * ``+motion``: re-association along the lost person's predicted path (default reach);
@@ -99,8 +101,13 @@ def write_report(results: dict[str, Any], folder: Path) -> None:
     lines = ["# What each part buys (benchmarks/zone_ablation.py)", "",
              f"Date: {results['date']}. Machine: {m['cpu']}, {m['cores']} cores. Split: "
              f"{results['split']} seeds. Rules replayed alone on the tracks of one real "
-             "pipeline run (`random_zones --save-tracks`); each row adds one part. Rules time: "
-             "all zones of the split at once, on a shared machine (noisy).", "",
+             "pipeline run (`random_zones --save-tracks`); each row adds one part: `none` "
+             "frame hysteresis only; `spot` re-association where the lost track was last seen "
+             "(the intrusion rule before this work; tripwires here also hand over on the "
+             "spot); `+exit time` 1 s clearly out to end an entry; `+edge band` out means "
+             "beyond the band (tripwires re-arm beyond it); `+motion` along the lost "
+             "person's predicted path; `+appearance` and dressed alike: the defaults. Rules "
+             "time: all zones of the split at once, on a shared machine (noisy).", "",
              "| scene | variant | precision p50 | p10 | recall p50 | p10 | delay p50 | raised "
              "| matched | false alarms by cause | rules ms/frame |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
