@@ -20,9 +20,12 @@ test:
 	.venv/bin/mypy
 	.venv/bin/python -m pytest -q -p no:cacheprovider
 
+# Scored replays, then the randomised-zone evaluation and what each part of its rules buys.
 bench:
 	@deploy/setup.sh --full
 	.venv/bin/python -m benchmarks.replay_bench
+	.venv/bin/python -m benchmarks.random_zones --save-tracks out/zone-tracks
+	.venv/bin/python -m benchmarks.zone_ablation --tracks out/zone-tracks
 	.venv/bin/python -m benchmarks.detector_time
 	.venv/bin/python -m benchmarks.detector_time --wide --frames 4
 	.venv/bin/python -m benchmarks.small_targets

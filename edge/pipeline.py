@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from edge.appearance import appearance
 from edge.detection.base import Detector
 from edge.sinks import AlarmSink
 from edge.sources.frame import Frame
@@ -56,6 +57,7 @@ class RunStats:
     by_zone: Counter[str] = field(default_factory=Counter)
     detections: int = 0  # people detected, summed over frames
     detector_runs: int = 0  # frames the detector ran on
+    appearance_s: float = 0.0  # of the track stage: colour histograms for re-association
     peak_rss_mb: float = 0.0
 
     @property
@@ -94,6 +96,8 @@ class CameraPipeline:
         self.observers = list(observers)
         self.stats = RunStats(camera=camera)
         self.last_tracks: Detections | None = None
+        # A person's colour histogram only where a rule re-associates broken tracks with it.
+        self.look = rules.needs_appearance
         self.metrics: CameraMetrics | None = (
             metrics.camera(camera) if metrics is not None else None)
 
@@ -114,6 +118,10 @@ class CameraPipeline:
         else:
             t1 = t0
             tracks = self.tracker.predict(frame.index, frame.time)
+        if self.look:
+            ta = time.perf_counter()
+            tracks = tracks.with_appearance(appearance(frame.image, tracks.boxes))
+            self.stats.appearance_s += time.perf_counter() - ta
         t2 = time.perf_counter()
         events = self.rules.step(tracks)
         t3 = time.perf_counter()

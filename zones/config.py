@@ -48,6 +48,37 @@ class LineConfig(Strict):
     into: XY | None = Field(None, description="a point on the alarmed side; omit for both ways")
 
 
+class HysteresisConfig(Strict):
+    """One person, one alarm at a fence edge: how clearly, and how long, a person must be out
+    before an entry ends and a new one may raise. Entry is at the edge itself (a foot on the
+    cliff line is already at risk); leaving needs the foot beyond a band around the edge, so a
+    foot hovering on the line does not raise again and again. The same band arms a tripwire:
+    after a crossing, a crossing back counts only once the foot has been clear of the line."""
+
+    band_m: float = Field(0.3, ge=0, le=5, description="band around the edge in ground metres "
+                                                       "(cameras with a calibration)")
+    band_heights: float = Field(0.15, ge=0, le=2, description="band in body heights (the box's "
+                                                             "height) without a calibration")
+    exit_seconds: float = Field(1.0, ge=0, le=60, description="clearly out this long, as well "
+                                                             "as exit_frames, to end an entry")
+
+
+class HandoverConfig(Strict):
+    """Re-association: a person whose track broke inside a fence (occlusion, identity switch)
+    keeps their alarm instead of raising a second one, when a new track appears inside without
+    having walked in, near where the lost track's motion puts the person, looking alike."""
+
+    reach_heights: float = Field(1.0, ge=0, le=10, description="body heights from the lost "
+                                                              "track's path (last seen, moved "
+                                                              "on at its speed); 0 disables")
+    predict_seconds: float = Field(1.5, ge=0, le=10, description="follow the lost track's "
+                                                                "motion for at most this long")
+    appearance: bool = Field(True, description="also compare clothing colour (the edge computes "
+                                               "a histogram per person only when asked)")
+    min_similarity: float = Field(0.75, ge=0, le=1, description="colour similarity "
+                                                              "(Bhattacharyya, 0-1) of one person")
+
+
 class ZoneConfig(Strict):
     """One electronic fence on one camera."""
 
@@ -63,6 +94,11 @@ class ZoneConfig(Strict):
     lines: list[LineConfig] = Field(default_factory=list)
     thresholds: ThresholdOverrides = Field(
         default_factory=ThresholdOverrides, description="overrides of the risk grade's defaults")
+    hysteresis: HysteresisConfig = Field(
+        default_factory=HysteresisConfig, description="edge band and exit time (one alarm per "
+                                                      "entry)")
+    handover: HandoverConfig = Field(
+        default_factory=HandoverConfig, description="re-association of broken tracks")
 
     @field_validator("polygon")
     @classmethod

@@ -14,10 +14,11 @@ from typing import Protocol
 from zones.alarm import Alarm
 from zones.calibration import GroundPlane
 from zones.config import CalibrationConfig, RuleName, ZoneConfig
+from zones.crossing import LineCrossingRule
 from zones.crowd import CrowdRule
 from zones.geometry import Fence, GeometryError, Tripwire, check_inside_frame, to_pixels
 from zones.profiles import Schedule, Thresholds
-from zones.rules import DwellRule, IntrusionRule, LineCrossingRule
+from zones.rules import DwellRule, IntrusionRule, ZoneRule
 from zones.tracks import Detections
 
 
@@ -72,10 +73,10 @@ class CameraRules:
             raise ZoneGeometryError((*where, "polygon"), str(exc)) from exc
         rules: list[Rule] = []
         for name in zc.active_rules:
-            if name is RuleName.INTRUSION:
-                rules.append(IntrusionRule(self.camera, fence, forget_after_s))
-            elif name is RuleName.DWELL:
-                rules.append(DwellRule(self.camera, fence, forget_after_s))
+            if name in (RuleName.INTRUSION, RuleName.DWELL):
+                cls = IntrusionRule if name is RuleName.INTRUSION else DwellRule
+                rules.append(cls(self.camera, fence, forget_after_s, hysteresis=zc.hysteresis,
+                                 handover=zc.handover, ground=self.ground))
             elif name is RuleName.CROWD_DENSITY:
                 rules.append(CrowdRule(self.camera, fence, area))
         for j, ln in enumerate(zc.lines):
@@ -86,8 +87,16 @@ class CameraRules:
                 wire = Tripwire(ln.id, a, b, into)
             except GeometryError as exc:
                 raise ZoneGeometryError((*where, "lines", j), str(exc)) from exc
-            rules.append(LineCrossingRule(self.camera, wire, fence, forget_after_s=forget_after_s))
+            rules.append(LineCrossingRule(self.camera, wire, fence, forget_after_s=forget_after_s,
+                                          hysteresis=zc.hysteresis, handover=zc.handover,
+                                          ground=self.ground))
         return ZoneRules(zc, fence, area, rules)
+
+    @property
+    def needs_appearance(self) -> bool:
+        """Whether a rule compares people's appearance: the frame step then computes it."""
+        return any(isinstance(r, ZoneRule | LineCrossingRule) and r.needs_appearance
+                   for z in self.zones for r in z.rules)
 
     def thresholds(self, t: float) -> list[tuple[Thresholds, str]]:
         """Thresholds and profile name per zone at time ``t``; recomputed once a minute."""

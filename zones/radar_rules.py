@@ -33,7 +33,7 @@ from zones.fusion import CameraView, fused_confidence, match_radar_track
 from zones.profiles import Schedule, Thresholds
 from zones.radar import GeoOrigin, RadarMessage, wrap180
 from zones.radar_config import FusionConfig, GroundZone, Radar
-from zones.rules import DwellRule, IntrusionRule, ZoneRule
+from zones.rules import NO_HANDOVER, NO_HYSTERESIS, DwellRule, IntrusionRule, ZoneRule
 from zones.tracks import Detections
 
 HALF_BOX_M = 0.25  # half-width of the square standing in for a radar target's "box"
@@ -89,10 +89,11 @@ class RadarRules:
             rules: list[ZoneRule] = []
             for name in z.config.active_rules:
                 cls = IntrusionRule if name is RuleName.INTRUSION else DwellRule
-                # Handover off (a negative reach: 0 would still match a vanished track at the
-                # very same point): radar ids are stable, and concurrent tracks of one radar
-                # are stepped one message at a time, so "not in this frame" is not "vanished".
-                rules.append(cls(self.id, z.fence, forget_after_s=lost, handover_reach=-1.0))
+                # Handover off: radar ids are stable, and concurrent tracks of one radar are
+                # stepped one message at a time, so "not in this frame" is not "vanished".
+                # No edge band or exit time either: a radar track has no box to size a band.
+                rules.append(cls(self.id, z.fence, forget_after_s=lost,
+                                 hysteresis=NO_HYSTERESIS, handover=NO_HANDOVER))
             self.zones.append((z, rules))
             self._bounds.append(tuple(z.fence.polygon.bounds))
         self._th_minute: int | None = None

@@ -4,10 +4,16 @@ Parallel numpy arrays (boxes, scores, class ids, track ids) with their shapes ch
 construction, plus the camera and the frame they belong to. Detectors fill boxes and scores;
 the tracker fills track ids; rules read foot points. Nothing downstream indexes positional
 tuples, and a malformed array fails here, where the bug is, not three stages later.
+
+``appearance`` is optional: one row of a cheap appearance cue per person (the edge's colour
+histogram of the box, ``edge/appearance.py``), filled by the frame step only when a rule asks
+for it (re-associating a person whose track broke, ``zones/handover.py``). Rows are
+L1-normalised histograms; ``None`` when nobody asked.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -56,6 +62,7 @@ class Detections:
     frame: int = 0
     time: float = 0.0
     frame_size: tuple[int, int] = (0, 0)  # (width, height)
+    appearance: FloatArray | None = field(default=None, repr=False)  # (N, D) or None
     _feet: FloatArray | None = field(default=None, repr=False, compare=False)
 
     @classmethod
@@ -104,6 +111,9 @@ class Detections:
         for name in ("scores", "class_ids", "track_ids"):
             if getattr(self, name).shape != (n,):
                 raise ValueError(f"{name} must have shape ({n},), got {getattr(self, name).shape}")
+        app = self.appearance
+        if app is not None and (app.ndim != 2 or app.shape[0] != n):
+            raise ValueError(f"appearance must have shape ({n}, D), got {app.shape}")
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
@@ -128,7 +138,18 @@ class Detections:
             frame=self.frame,
             time=self.time,
             frame_size=self.frame_size,
+            appearance=None if self.appearance is None else self.appearance[mask],
         )
+
+    def with_appearance(self, appearance: npt.ArrayLike) -> Detections:
+        """The same people with one appearance row each (``(N, D)``, finite)."""
+        app = np.asarray(appearance, dtype=np.float64)
+        if app.size == 0 and app.ndim != 2:
+            app = app.reshape(0, 0)
+        if app.ndim != 2 or app.shape[0] != len(self) or not np.all(np.isfinite(app)):
+            raise ValueError(f"appearance must be finite with shape ({len(self)}, D), "
+                             f"got {app.shape}")
+        return dataclasses.replace(self, appearance=app, _feet=self._feet)
 
     def with_tracks(self, boxes: FloatArray, scores: FloatArray, class_ids: IntArray,
                     track_ids: IntArray) -> Detections:

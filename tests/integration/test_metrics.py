@@ -28,7 +28,7 @@ from tests.support.alarms import alarm
 from tests.support.central import CheckedAggregator
 from tests.support.services import REPO_ROOT as REPO
 from wire.client import Broker
-from zones.config import ZoneConfig
+from zones.config import HysteresisConfig, ZoneConfig
 from zones.engine import CameraRules
 from zones.geometry import Risk, ZoneKind
 from zones.profiles import Schedule
@@ -80,8 +80,10 @@ class WalkerDetector:
 
 def walker_pipeline(metrics: EdgeMetrics | None, feet: list[tuple[float, float]]
                     ) -> tuple[CameraPipeline, list[Frame]]:
+    # Frame hysteresis only (no exit time): the walker is cleared 3 frames after leaving.
     zone = ZoneConfig(id="edge", kind=ZoneKind.CLIFF, risk=Risk.HIGH, coords="pixels",
-                      polygon=[(30, 30), (70, 30), (70, 70), (30, 70)])
+                      polygon=[(30, 30), (70, 30), (70, 70), (30, 70)],
+                      hysteresis=HysteresisConfig(exit_seconds=0.0))
     rules = CameraRules("cam", [zone], (100, 100), Schedule([]))
     pipeline = CameraPipeline("cam", WalkerDetector(feet),
                               StridedTracker(ByteTracker(TrackerConfig(), FPS)),

@@ -6,13 +6,17 @@ import pytest
 
 from tests.support.scenario import FPS, T0, merge, people, run, summary, walk
 from zones.alarm import AlarmState
+from zones.config import HysteresisConfig
+from zones.crossing import LineCrossingRule
 from zones.geometry import Fence, Risk, Tripwire, ZoneKind
 from zones.profiles import Thresholds
-from zones.rules import DwellRule, IntrusionRule, LineCrossingRule
+from zones.rules import NO_HANDOVER, DwellRule, IntrusionRule
 
 IN, OUT, EDGE = (40.0, 40.0), (80.0, 80.0), (60.0, 40.0)
 TH = Thresholds(intrusion_frames=2, intrusion_seconds=0.0, exit_frames=3, dwell_seconds=1.0,
                 line_frames=2)
+# The frame tables below pin frame hysteresis alone: no exit time (the band stays: OUT is far).
+FRAMES = HysteresisConfig(exit_seconds=0.0)
 
 
 def fence() -> Fence:
@@ -37,7 +41,7 @@ INTRUSION_TABLE = [
 @pytest.mark.parametrize(("name", "path", "expected"), INTRUSION_TABLE,
                          ids=[r[0] for r in INTRUSION_TABLE])
 def test_intrusion_table(name: str, path: list, expected: list) -> None:
-    events = run(IntrusionRule("cam", fence()), walk(7, path), TH)
+    events = run(IntrusionRule("cam", fence(), hysteresis=FRAMES), walk(7, path), TH)
     assert [(s, f) for _, s, _, f in summary(events)] == expected
     assert all(e.track_id == 7 and e.zone == "edge" for e in events)
 
@@ -60,7 +64,8 @@ def test_intrusion_alarm_fields() -> None:
 
 
 def test_raise_and_clear_share_the_alarm_id() -> None:
-    events = run(IntrusionRule("cam", fence()), walk(3, [IN, IN, OUT, OUT, OUT]), TH)
+    events = run(IntrusionRule("cam", fence(), hysteresis=FRAMES), walk(3, [IN, IN, OUT, OUT, OUT]),
+                 TH)
     assert [e.state for e in events] == [AlarmState.RAISED, AlarmState.CLEARED]
     assert events[0].id == events[1].id and events[0].event_id != events[1].event_id
     assert events[1].evidence.reason == "left the zone"
@@ -136,7 +141,7 @@ DWELL_TABLE = [
 @pytest.mark.parametrize(("name", "path", "expected"), DWELL_TABLE,
                          ids=[r[0] for r in DWELL_TABLE])
 def test_dwell_table(name: str, path: list, expected: list) -> None:
-    events = run(DwellRule("cam", fence()), walk(2, path), TH)
+    events = run(DwellRule("cam", fence(), hysteresis=FRAMES), walk(2, path), TH)
     assert [(s, f) for _, s, _, f in summary(events)] == expected
     if events:
         assert events[0].evidence.dwell_s == pytest.approx(1.0)
@@ -146,7 +151,7 @@ def test_identity_switch_inside_keeps_one_alarm() -> None:
     # Track 1 walks in and is confirmed, then the tracker loses it and re-acquires the same
     # person as track 2 on the spot: the alarm follows the person instead of raising again.
     frames = walk(1, [OUT, IN, IN, IN]) + walk(2, [(41.0, 40.0), (42.0, 40.0)] + [OUT] * 3)
-    events = run(IntrusionRule("cam", fence()), frames, TH)
+    events = run(IntrusionRule("cam", fence(), hysteresis=FRAMES), frames, TH)
     assert summary(events) == [("intrusion", "raised", 1, 3), ("intrusion", "cleared", 2, 9)]
     assert events[0].id == events[1].id
     assert events[1].track_ids == [1, 2]
@@ -154,7 +159,7 @@ def test_identity_switch_inside_keeps_one_alarm() -> None:
 
 def test_handover_reach_zero_disables_handover_even_on_the_same_spot() -> None:
     frames = walk(1, [OUT, IN, IN, IN]) + walk(2, [IN, IN, IN])
-    events = run(IntrusionRule("cam", fence(), handover_reach=0), frames, TH)
+    events = run(IntrusionRule("cam", fence(), handover=NO_HANDOVER), frames, TH)
     assert [e.track_id for e in events if e.state is AlarmState.RAISED] == [1, 2]
 
 
